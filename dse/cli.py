@@ -1,0 +1,298 @@
+"""The ``dse`` command line: ``profile``, ``train`` and ``eval``.
+
+Errors in user input (files, keys, values) print one line ``dse: error: ...`` to stderr and
+exit with code 2. With ``--json`` the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dse._errors import DseError, SpecError
+from dse.candidate import CandidateFile, load_candidate_file
+from dse.checkpoint import load_checkpoint, save_checkpoint
+from dse.data import DATASETS, dataset_spec, load_dataset
+from dse.models import build_model
+from dse.profile import profile_model
+from dse.training import Recipe, default_eval_settings, default_recipe, resolve_device, seed_everything, train
+from objectives import EvalSettings, evaluate_objectives, measurement
+
+__all__ = ["main"]
+
+logger = logging.getLogger("dse")
+
+DEFAULT_DATA_ROOT = os.environ.get("DSE_DATA_ROOT", str(Path.home() / ".cache" / "dse" / "data"))
+
+
+def _add_candidate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("candidate", nargs="?", help="candidate YAML file (flat keys, optional recipe/data/eval sections)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="set a candidate key")
+    p.add_argument("--dataset", choices=DATASETS, help="data set (default: the file's data.dataset, else digits)")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help=f"directory of CIFAR files (default: $DSE_DATA_ROOT or {DEFAULT_DATA_ROOT})")
+    p.add_argument("--subset", type=int, help="at most N examples per split (stratified, seeded)")
+    p.add_argument("--val-fraction", type=float, help="fraction of the training data held out for validation")
+    p.add_argument("--download", action="store_true", help="download CIFAR from its official location if missing")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-eps", type=float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
+    p.add_argument("--eval-steps", type=int, help="evaluation attack steps (default 20)")
+    p.add_argument("--eval-step-size", type=float, help="evaluation attack step size")
+    p.add_argument("--eval-restarts", type=int, help="evaluation attack random restarts")
+    p.add_argument("--eval-samples", type=int, help="evaluate on at most N test samples")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dse", description="Design-space explorer for robust compact CNNs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("profile", help="params and MACs of one candidate, without training")
+    _add_candidate_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--layers", action="store_true", help="also list every conv/linear layer")
+
+    p = sub.add_parser("train", help="train one candidate with a recipe and score every objective")
+    _add_candidate_args(p)
+    _add_data_args(p)
+    p.add_argument("--recipe", help="recipe YAML file (overrides the candidate file's recipe section)")
+    p.add_argument("--method", choices=("natural", "pgd_at", "trades", "fast_at"))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("-o", "--output", help="checkpoint path (default: runs/train/<name>.pt); metrics go beside it as .json")
+    _add_eval_args(p)
+
+    p = sub.add_parser("eval", help="score a checkpoint again")
+    p.add_argument("checkpoint")
+    _add_data_args(p)
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    _add_eval_args(p)
+    return parser
+
+
+def _read_yaml_mapping(path: str, what: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read {what} file: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(loaded, dict):
+        raise SpecError(f"{path}: expected a mapping of {what} fields")
+    return loaded
+
+
+def _data_options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
+    opts = {"dataset": "digits", "root": None, "subset": None, "val_fraction": 0.1, "seed": 0}
+    unknown = set(section) - set(opts)
+    if unknown:
+        raise SpecError(f"data: {sorted(unknown)[0]}: unknown key (known: {', '.join(opts)})")
+    opts.update(section)
+    for flag, key in (("dataset", "dataset"), ("data_root", "root"), ("subset", "subset"), ("val_fraction", "val_fraction")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            opts[key] = value
+    if opts["dataset"] not in DATASETS:
+        raise SpecError(f"data: dataset: unknown {opts['dataset']!r} (known: {', '.join(DATASETS)})")
+    return opts
+
+
+def _load_data(opts: dict[str, Any], download: bool):
+    root = opts["root"] or DEFAULT_DATA_ROOT
+    return load_dataset(
+        opts["dataset"],
+        root=root if opts["dataset"] != "digits" else None,
+        subset=opts["subset"],
+        val_fraction=opts["val_fraction"],
+        seed=opts["seed"],
+        download=download,
+    )
+
+
+def _eval_settings(args: argparse.Namespace, dataset: str, section: dict[str, Any]) -> EvalSettings:
+    base = default_eval_settings(dataset).to_dict()
+    attack = {**base.pop("attack"), **section.pop("attack", {})}
+    base.update(section)
+    for flag, key in (("eval_eps", "eps"), ("eval_steps", "steps"), ("eval_step_size", "step_size"), ("eval_restarts", "restarts")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            attack[key] = value
+    if args.eval_eps is not None and args.eval_step_size is None:
+        attack["step_size"] = args.eval_eps / 4
+    if args.eval_samples is not None:
+        base["max_samples"] = args.eval_samples
+    try:
+        return EvalSettings.from_dict({**base, "attack": attack})
+    except TypeError as err:
+        raise SpecError(f"eval: {err}") from err
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=float) + "\n")
+        return
+    for key, value in result.items():
+        if isinstance(value, (dict, list)):
+            continue
+        sys.stdout.write(f"{key:>18}: {value}\n")
+
+
+def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
+    cf = load_candidate_file(args.candidate, args.sets)
+    name = args.dataset or cf.section("data").get("dataset", "digits")
+    spec = dataset_spec(name)
+    model = build_model(cf.candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
+    prof = profile_model(model, in_channels=spec.in_channels, image_size=spec.image_size)
+    from objectives import OBJECTIVES
+
+    result: dict[str, Any] = {
+        "candidate": cf.candidate,
+        "dataset": name,
+        "input": [spec.in_channels, spec.image_size, spec.image_size],
+        "params": prof["params"],
+        "macs": prof["macs"],
+        "params_M": round(prof["params"] / 1e6, 4),
+        "macs_M": round(prof["macs"] / 1e6, 4),
+        "lipschitz_bound": OBJECTIVES["lipschitz_bound"].fn(model, None, None),
+    }
+    if args.layers:
+        result["layers"] = prof["layers"]
+        if not args.json:
+            for layer in prof["layers"]:
+                sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")
+    return result
+
+
+def _score(model, data, settings: EvalSettings, split: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    scores = evaluate_objectives(model, data, settings)
+    return {
+        **scores,
+        "split": split,
+        "measurement": measurement(settings, data),
+        "eval_seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    cf = load_candidate_file(args.candidate, args.sets)
+    opts = _data_options(args, cf.section("data"))
+    recipe_fields = cf.section("recipe")
+    if args.recipe:
+        recipe_fields.update(_read_yaml_mapping(args.recipe, "recipe"))
+    for flag in ("method", "epochs", "batch_size", "lr", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            recipe_fields[flag] = value
+    recipe = default_recipe(opts["dataset"], **recipe_fields)
+    settings = _eval_settings(args, opts["dataset"], cf.section("eval"))
+    dataset = _load_data(opts, args.download)
+    device = resolve_device(args.device)
+    seed_everything(recipe.seed)
+    spec = dataset.spec
+    model = build_model(cf.candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
+    logger.info(
+        "training %s on %s (%d train / %d val / %d test) with %s for %d epochs on %s",
+        cf.candidate, spec.name, len(dataset.train), len(dataset.val) if dataset.val else 0, len(dataset.test),
+        recipe.method, recipe.epochs, device,
+    )
+    start = time.perf_counter()
+    history = train(model, dataset, recipe, eval_settings=settings, device=device)
+    train_seconds = time.perf_counter() - start
+    scores = _score(model, dataset.test.to(device), settings, "test")
+    name = f"{cf.candidate['arch']}-{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.output) if args.output else Path("runs") / "train" / f"{name}.pt"
+    result = {
+        **scores,
+        "candidate": cf.candidate,
+        "dataset": spec.name,
+        "method": recipe.method,
+        "epochs": recipe.epochs,
+        "train_seconds": round(train_seconds, 2),
+        "checkpoint": str(out),
+    }
+    save_checkpoint(
+        out,
+        model,
+        candidate=cf.candidate,
+        data={**opts, "root": str(opts["root"]) if opts["root"] else None},
+        recipe=recipe.model_dump(mode="json"),
+        eval=settings.to_dict(),
+        history=history,
+        metrics={k: v for k, v in result.items() if isinstance(v, (int, float, str))},
+    )
+    out.with_suffix(".json").write_text(json.dumps({**result, "history": history}, indent=2, default=float))
+    return result
+
+
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    payload = load_checkpoint(args.checkpoint)
+    opts = _data_options(args, {k: v for k, v in payload.get("data", {}).items() if k != "root"} | {
+        "root": payload.get("data", {}).get("root")
+    })
+    saved_eval = dict(payload.get("eval") or {})
+    settings = _eval_settings(args, opts["dataset"], saved_eval)
+    dataset = _load_data(opts, args.download)
+    spec = dataset.spec
+    model = build_model(payload["candidate"], in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise SpecError(f"{args.checkpoint}: weights do not fit the candidate: {str(err).splitlines()[0]}") from err
+    device = resolve_device(args.device)
+    channels_last = (payload.get("recipe") or {}).get("channels_last", True)
+    model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    split = dataset.test if args.split == "test" else dataset.val
+    if split is None:
+        raise SpecError("--split val: the data set has no validation split (val_fraction is 0)")
+    result = _score(model, split.to(device), settings, args.split)
+    return {**result, "candidate": payload["candidate"], "dataset": spec.name, "checkpoint": str(args.checkpoint)}
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Progress goes to stderr through the ``dse`` logger (stdout stays for results)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.set_name("dse-cli")
+    logger.handlers = [h for h in logger.handlers if h.get_name() != "dse-cli"] + [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+_COMMANDS = {"profile": _cmd_profile, "train": _cmd_train, "eval": _cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dse`` console script."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        result = _COMMANDS[args.command](args)
+    except DseError as err:
+        sys.stderr.write(f"dse: error: {err}\n")
+        return 2
+    _emit(result, getattr(args, "json", False))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Training one candidate: natural, PGD-AT, TRADES, FastAT, and clean/adversarial mixes.
+
+Methods (the training attack lives in ``Recipe.attack``, apart from the evaluation settings):
+
+* ``natural``: cross-entropy on clean inputs.
+* ``pgd_at`` (Madry et al. 2018): cross-entropy on PGD examples.
+* ``trades`` (Zhang et al. 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, x_adv from the
+  KL inner maximization.
+* ``fast_at`` (Wong et al. 2020): FGSM from a uniform random start with step ``alpha``.
+
+For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
+``mix_mode: loss`` uses ``(1 - w) CE(clean) + w CE(adv)`` on every sample (seed 002 used w = 0.9);
+``mix_mode: batch`` attacks only the first ``w`` of each batch (seed 003: half-and-half batches).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from dse._errors import SpecError
+from dse._validation import one_line_error
+from dse.attacks import AttackConfig, fgsm, pgd, trades_adversary
+from dse.data import Dataset, iterate_batches, random_crop_flip
+from objectives import EvalSettings, evaluate_objectives
+
+__all__ = [
+    "EpochCallback",
+    "METHODS",
+    "Recipe",
+    "default_eval_settings",
+    "default_recipe",
+    "resolve_device",
+    "seed_everything",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("natural", "pgd_at", "trades", "fast_at")
+
+#: Called after every epoch with that epoch's metrics; the study runner hooks Ray Tune's report here.
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+class Recipe(BaseModel):
+    """How a candidate is trained. Every field can come from a recipe file or a CLI flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["natural", "pgd_at", "trades", "fast_at"] = "pgd_at"
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10})
+    trades_beta: float = Field(6.0, ge=0)
+    fast_at_alpha: float | None = Field(None, gt=0)
+    adv_weight: float = Field(1.0, ge=0, le=1)
+    mix_mode: Literal["loss", "batch"] = "loss"
+    seed: int = 0
+    eval_every: int = Field(1, ge=0)
+    eval_samples: int | None = Field(512, ge=1)
+    channels_last: bool = True
+    amp: bool = False
+
+    @field_validator("milestones")
+    @classmethod
+    def _check_milestones(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in value) or list(value) != sorted(value):
+            raise ValueError("milestones are increasing fractions of the epochs in (0, 1)")
+        return value
+
+    @field_validator("attack")
+    @classmethod
+    def _check_attack(cls, value: dict[str, Any]) -> dict[str, Any]:
+        AttackConfig.from_dict(value)
+        return value
+
+    def train_attack(self) -> AttackConfig:
+        """The training attack (kept apart from the evaluation attack)."""
+        return AttackConfig.from_dict(self.attack)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], *, where: str = "recipe") -> Recipe:
+        """Validates a mapping, raising a one-line :class:`SpecError` naming the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise SpecError(one_line_error(err, where=where)) from err
+        except SpecError as err:
+            raise SpecError(f"{where}: attack: {err}") from err
+
+
+#: Per-dataset defaults. digits: 8x8 images, eps 0.1 (about 25/255; digits pixels take 17 levels, so
+#: 8/255 is below one grey level and means nothing there). CIFAR: seed 000's settings.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "recipe": {
+            "method": "pgd_at",
+            "epochs": 30,
+            "batch_size": 64,
+            "lr": 0.05,
+            "weight_decay": 5e-4,
+            "attack": {"name": "pgd", "eps": 0.1, "step_size": 0.025, "steps": 7},
+        },
+        "eval": {"name": "pgd", "eps": 0.1, "step_size": 0.025, "steps": 20},
+    },
+    "cifar10": {
+        "recipe": {
+            "method": "trades",
+            "epochs": 100,
+            "batch_size": 128,
+            "lr": 0.1,
+            "weight_decay": 5e-4,
+            "attack": {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10},
+        },
+        "eval": {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 20},
+    },
+}
+_DEFAULTS["cifar100"] = _DEFAULTS["cifar10"]
+
+
+def default_recipe(dataset: str, **overrides: Any) -> Recipe:
+    """The default recipe of a data set, with ``overrides`` applied."""
+    return Recipe.parse({**_DEFAULTS[dataset]["recipe"], **overrides})
+
+
+def default_eval_settings(dataset: str, **overrides: Any) -> EvalSettings:
+    """The default evaluation of a data set: PGD-20 at the data set's eps (see ``_DEFAULTS``)."""
+    return EvalSettings(attack=AttackConfig.from_dict(_DEFAULTS[dataset]["eval"]), **overrides)
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch (model init and any unseeded randomness)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
+    total = recipe.epochs * steps_per_epoch
+    warmup = recipe.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if recipe.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if recipe.schedule == "step":
+            epoch_frac = step / total
+            return recipe.gamma ** sum(epoch_frac >= m for m in recipe.milestones)
+        return 1.0
+
+    return factor
+
+
+def _adversarial_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of one batch and the logits its accuracy is read from."""
+    attack = recipe.train_attack()
+    if recipe.method == "natural" or recipe.adv_weight == 0.0:
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+    if recipe.method == "trades":
+        x_adv = trades_adversary(
+            model, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm, generator=generator
+        )
+        logits = model(x)
+        logits_adv = model(x_adv)
+        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + recipe.trades_beta * kl, logits_adv
+
+    def craft(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        if recipe.method == "fast_at":
+            alpha = recipe.fast_at_alpha or 1.25 * attack.eps
+            return fgsm(model, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha, generator=generator)
+        return pgd(
+            model,
+            xs,
+            ys,
+            eps=attack.eps,
+            step_size=attack.step_size,
+            steps=attack.steps,
+            norm=attack.norm,
+            loss=attack.loss,
+            restarts=1,
+            random_start=attack.random_start,
+            generator=generator,
+        )
+
+    w = recipe.adv_weight
+    if recipe.mix_mode == "batch":
+        n_adv = round(w * x.shape[0])
+        x_mixed = torch.cat([craft(x[:n_adv], y[:n_adv]), x[n_adv:]]) if n_adv > 0 else x
+        logits = model(x_mixed)
+        return F.cross_entropy(logits, y), logits
+    x_adv = craft(x, y)
+    logits_adv = model(x_adv)
+    loss = F.cross_entropy(logits_adv, y)
+    if w < 1.0:
+        loss = w * loss + (1.0 - w) * F.cross_entropy(model(x), y)
+    return loss, logits_adv
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    recipe: Recipe,
+    *,
+    eval_settings: EvalSettings | None = None,
+    callback: EpochCallback | None = None,
+    device: torch.device | str | None = None,
+) -> list[dict[str, float]]:
+    """Trains ``model`` in place and returns the per-epoch metrics.
+
+    Every ``recipe.eval_every`` epochs the model is scored on the validation split (at most
+    ``recipe.eval_samples`` samples) with ``eval_settings``: ``val_natural_acc``,
+    ``val_robust_acc``, ``val_pert_instability``. Those metrics go to ``callback``.
+
+    Args:
+        model: The model, inputs in [0, 1].
+        dataset: Train, validation and test splits.
+        recipe: Method, optimizer, schedule, training attack.
+        eval_settings: Per-epoch validation evaluation (default: the data set's default).
+        callback: Called with each epoch's metrics.
+        device: Where to train (default: CUDA when present, else CPU).
+
+    Returns:
+        One dict of metrics per epoch.
+    """
+    device = resolve_device(str(device) if device is not None else None)
+    eval_settings = eval_settings or default_eval_settings(dataset.spec.name)
+    if recipe.eval_samples is not None:
+        eval_settings = EvalSettings(**{**eval_settings.__dict__, "max_samples": recipe.eval_samples})
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    train_split = dataset.train.to(device)
+    val_split = dataset.val.to(device) if dataset.val is not None else None
+    batch_gen = torch.Generator().manual_seed(recipe.seed)
+    attack_gen = torch.Generator().manual_seed(recipe.seed + 1)
+    steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe, steps_per_epoch))
+    use_amp = recipe.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, float]] = []
+    for epoch in range(1, recipe.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in iterate_batches(train_split, recipe.batch_size, shuffle=True, generator=batch_gen):
+            if dataset.spec.augment:
+                x = random_crop_flip(x, generator=batch_gen)
+            x = x.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss, logits = _adversarial_loss(model, x, y, recipe, attack_gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch}: loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += y.shape[0]
+        metrics: dict[str, float] = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": total_loss / seen,
+            "train_acc": correct / seen,
+            "epoch_seconds": time.perf_counter() - start,
+        }
+        if val_split is not None and recipe.eval_every and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs):
+            scores = evaluate_objectives(
+                model, val_split, eval_settings, names=("natural_acc", "robust_acc", "pert_instability")
+            )
+            metrics.update({f"val_{k}": v for k, v in scores.items()})
+        history.append(metrics)
+        logger.info(
+            "epoch %d/%d %s",
+            epoch,
+            recipe.epochs,
+            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
+        )
+        if callback is not None:
+            callback(metrics)
+    model.eval()
+    return history

@@ -1,0 +1,44 @@
+"""Shared fixtures: a small digits data set and a quickly trained MobileNet-tiny on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dse.data import load_dataset
+from dse.models import build_model
+from dse.training import default_recipe, seed_everything, train
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 2}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits", subset=600, val_fraction=0.2, seed=0)
+
+
+def make_model(dataset, candidate=None):
+    spec = dataset.spec
+    return build_model(
+        candidate or TINY, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_digits_model(digits):
+    """A naturally trained tiny MobileNet (a few seconds): well above chance, not robust."""
+    seed_everything(0)
+    model = make_model(digits)
+    train(model, digits, default_recipe("digits", method="natural", epochs=6, eval_every=0), device="cpu")
+    return model.eval()
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    path = SHARED_DATA / "cifar10-subset"
+    if not (path / "cifar-10-batches-py" / "data_batch_1").is_file():
+        pytest.skip(f"real CIFAR-10 subset not found at {path} (../shared/data is read-only input, absent here)")
+    return path

@@ -1,0 +1,64 @@
+"""One suite over every registered search space."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from dse import SpecError
+from dse.models import build_model, validate_candidate
+from search_spaces import SEARCH_SPACES, get_search_space, suggest
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCH_SPACES))
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_space_yields_valid_buildable_candidates(name, sampler):
+    samplers = {
+        "random": optuna.samplers.RandomSampler(seed=0),
+        "tpe": optuna.samplers.TPESampler(seed=0),
+        "nsga2": optuna.samplers.NSGAIISampler(seed=0),
+    }
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=samplers[sampler])
+    seen = set()
+    for _ in range(6):
+        trial = study.ask()
+        spec = suggest(name, trial)
+        assert validate_candidate(spec).model_dump() == spec
+        model = build_model(spec, in_channels=1, num_classes=10, mean=(0.5,), std=(0.3,))
+        assert sum(p.numel() for p in model.parameters()) > 0
+        seen.add(str(spec))
+        study.tell(trial, [0.5, 1.0])
+    assert len(seen) > 1
+
+
+def test_mobilenet_tiny_choices_ranges_and_per_stage():
+    space = get_search_space("mobilenet_tiny")
+    spec = space(optuna.trial.FixedTrial({"width_mult": 0.65, "expand_ratio": 10}), width_mult=[0.35, 0.65], expand_ratio=[6, 10])
+    assert spec == {"arch": "mobilenet_tiny", "width_mult": 0.65, "expand_ratio": 10}
+    spec = space(optuna.trial.FixedTrial({"width_mult": 0.5, "expand_ratio": 4}), width_mult={"low": 0.25, "high": 1.0, "step": 0.05}, expand_ratio=[4])
+    assert spec["width_mult"] == 0.5
+    params = {f"width_mult_{i}": 0.35 for i in range(7)} | {f"expand_ratio_{i}": 6 for i in range(1, 6)}
+    spec = space(optuna.trial.FixedTrial(params), width_mult=[0.35], expand_ratio=[6], per_stage=True)
+    assert spec["width_mult"] == [0.35] * 7 and spec["expand_ratio"] == [6] * 5
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"width_mult": {"low": 0.05, "high": 1.0}}, "outside"),
+        ({"width_mult": {"high": 1.0}}, "needs low and high"),
+        ({"expand_ratio": []}, "at least one"),
+        ({"depth": 3}, "unexpected keyword"),
+    ],
+)
+def test_bad_space_options_are_named(options, fragment):
+    trial = optuna.create_study().ask()
+    with pytest.raises(SpecError, match=fragment):
+        suggest("mobilenet_tiny", trial, options)
+
+
+def test_unknown_space():
+    with pytest.raises(SpecError, match="unknown 'nasnet'"):
+        get_search_space("nasnet")
