@@ -38,6 +38,7 @@ from dse._errors import SpecError
 
 __all__ = [
     "ATTACKS",
+    "BN_MODES",
     "LOSSES",
     "NORMS",
     "AttackConfig",
@@ -273,15 +274,36 @@ def attack_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
 # --------------------------------------------------------------------------- #
 
 
+BN_MODES = ("eval", "batch")
+
+
 @contextlib.contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode with gradients enabled; restore every module's flag after."""
+def _attack_mode(model: nn.Module, bn: str = "eval") -> Iterator[None]:
+    """Put ``model`` in eval mode with gradients enabled; restore every module's flag after.
+
+    With ``bn="batch"`` the BatchNorm layers normalize with the statistics of the attacked batch
+    (as in training) while their running statistics stay untouched (momentum 0, counter
+    restored). Training-time attacks use it where running statistics lag behind the weights.
+    """
+    _check_choice("bn", bn, BN_MODES)
     modes = [(m, m.training) for m in model.modules()]
+    saved_bn: list[tuple[nn.modules.batchnorm._BatchNorm, float | None, Tensor | None]] = []
     try:
         model.eval()
+        if bn == "batch":
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    counter = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
+                    saved_bn.append((m, m.momentum, counter))
+                    m.momentum = 0.0
+                    m.training = True
         with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
+        for m, momentum, counter in saved_bn:
+            m.momentum = momentum
+            if counter is not None:
+                m.num_batches_tracked.copy_(counter)
         for module, training in modes:
             module.training = training
 
@@ -430,6 +452,7 @@ def fgsm(
     random_start: bool = False,
     alpha: float | None = None,
     generator: torch.Generator | None = None,
+    bn: str = "eval",
 ) -> Tensor:
     """Fast gradient (sign) method, optionally with a random start (FGSM-RS).
 
@@ -449,6 +472,7 @@ def fgsm(
         random_start: Start from a random point of the ball (FGSM-RS).
         alpha: Step size; see above for the default.
         generator: Source of randomness for the random start.
+        bn: ``"eval"`` (running statistics) or ``"batch"`` (the batch's statistics, running ones untouched).
 
     Returns:
         Detached adversarial inputs inside the ``eps``-ball and ``[0, 1]``.
@@ -467,7 +491,7 @@ def fgsm(
     assert y is not None
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
-    with _attack_mode(model):
+    with _attack_mode(model, bn):
         x0 = _project(x + _random_delta(x, eps, norm, generator), x, eps, norm) if random_start else x
         grad = _input_grad(model, x0, _loss_objective(y, loss))
         return _project(_ascent_step(x0, grad, step, norm), x, eps, norm).detach()
@@ -486,6 +510,7 @@ def pgd(
     restarts: int = 1,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    bn: str = "eval",
 ) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) with random restarts.
 
@@ -509,6 +534,7 @@ def pgd(
         restarts: Number of random restarts (>= 1).
         random_start: Start each restart at a uniformly random point of the ball.
         generator: Source of randomness for the random starts.
+        bn: ``"eval"`` (running statistics) or ``"batch"`` (the batch's statistics, running ones untouched).
 
     Returns:
         Detached adversarial inputs inside the ``eps``-ball and ``[0, 1]``.
@@ -535,7 +561,7 @@ def pgd(
         "random_start": random_start,
         "generator": generator,
     }
-    with _attack_mode(model):
+    with _attack_mode(model, bn):
         if restarts == 1 or not random_start:
             return _pgd_once(model, x, y, **kwargs)
         best = x.clone()
@@ -612,6 +638,7 @@ def trades_adversary(
     steps: int,
     norm: str = "linf",
     generator: torch.Generator | None = None,
+    bn: str = "eval",
 ) -> Tensor:
     """TRADES inner maximization (Zhang et al. 2019).
 
@@ -630,6 +657,7 @@ def trades_adversary(
         steps: Number of iterations (>= 1).
         norm: ``"linf"`` or ``"l2"``.
         generator: Source of randomness for the initial noise.
+        bn: ``"eval"`` (running statistics) or ``"batch"`` (the batch's statistics, running ones untouched).
 
     Returns:
         Detached adversarial inputs inside the ``eps``-ball and ``[0, 1]``.
@@ -643,7 +671,7 @@ def trades_adversary(
     x, _ = _prepare(x, None)
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
-    with _attack_mode(model):
+    with _attack_mode(model, bn):
         with torch.no_grad():
             p_natural = F.softmax(_logits(model, x), dim=1).detach()
 

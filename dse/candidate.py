@@ -1,5 +1,6 @@
 """Candidate files: a YAML mapping of flat candidate keys, plus optional ``recipe``, ``data`` and
-``eval`` sections. The same plain data is searched, stored, exported and trained.
+``eval`` sections (and ``source``, where ``dse export`` notes the study and trial it came from;
+training ignores it). The same plain data is searched, stored, exported and trained.
 
 Example::
 
@@ -24,7 +25,7 @@ from dse.models import validate_candidate
 
 __all__ = ["SECTIONS", "CandidateFile", "dump_candidate_file", "load_candidate_file", "parse_set_args"]
 
-SECTIONS = ("recipe", "data", "eval")
+SECTIONS = ("recipe", "data", "eval", "source")
 
 
 class CandidateFile(dict):

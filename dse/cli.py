@@ -79,6 +79,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="checkpoint path (default: runs/train/<name>.pt); metrics go beside it as .json")
     _add_eval_args(p)
 
+    for name, text in (("run", "launch a study"), ("resume", "continue an interrupted study")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study", help="study YAML file")
+        p.add_argument("--n-trials", type=int, help="total number of finished trials to reach (overrides budget.n_trials)")
+        p.add_argument("--storage", help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
+        p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+        p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = sub.add_parser("report", help="write the study's HTML report (Pareto fronts, hypervolume, dynamics, table)")
+    p.add_argument("study")
+    p.add_argument("--storage")
+    p.add_argument("-o", "--output", help="HTML path (default: runs/NAME/report.html)")
+    p.add_argument("--trials", help="comma-separated trial numbers whose per-epoch dynamics to plot (default: Pareto set)")
+    p.add_argument("--png", action="store_true", help="also write PNGs (needs kaleido and a Chromium)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="write a chosen trial as a candidate file for dse train")
+    p.add_argument("study")
+    p.add_argument("--storage")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--trial", type=int, help="trial number")
+    group.add_argument("--pick", help="knee | best:OBJECTIVE")
+    p.add_argument("-o", "--output", required=True, help="candidate YAML to write")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("eval", help="score a checkpoint again")
     p.add_argument("checkpoint")
     _add_data_args(p)
@@ -278,7 +304,68 @@ def _setup_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-_COMMANDS = {"profile": _cmd_profile, "train": _cmd_train, "eval": _cmd_eval}
+def _study(args: argparse.Namespace):
+    from dse.config import load_study_config
+
+    return load_study_config(args.study)
+
+
+def _write_report(config, storage: str | None, output: str | None = None, selected=None, png: bool = False) -> Path:
+    from dse.report import write_report
+    from dse.results import load_tables
+
+    trials, epochs, meta = load_tables(config, storage)
+    path = Path(output) if output else config.out_dir() / "report.html"
+    write_report(trials, epochs, meta, path, selected=selected, png_dir=path.parent / "png" if png else None)
+    return path
+
+
+def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any]:
+    from dse.runner import run_study
+
+    config = _study(args)
+    outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
+    result = dict(outcome)
+    if not args.no_report:
+        result["report"] = str(_write_report(config, args.storage))
+    logger.info(
+        "study %s: %d complete, %d failed, Pareto set of %d; table %s%s",
+        config.name, result["complete"], result["failed"], result["pareto"], result["table"],
+        f"; report {result['report']}" if "report" in result else "",
+    )
+    return result
+
+
+def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    config = _study(args)
+    selected = [int(t) for t in args.trials.split(",")] if args.trials else None
+    path = _write_report(config, args.storage, args.output, selected, args.png)
+    return {"report": str(path)}
+
+
+def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.export import choose_trial, export_candidate
+    from dse.results import load_tables
+    from dse.pareto import pareto_mask
+
+    config = _study(args)
+    trials, _, meta = load_tables(config, args.storage)
+    if len(trials):
+        trials["pareto"] = pareto_mask(trials, meta["objectives"]).to_numpy()
+    number = choose_trial(trials, config, trial=args.trial, pick=args.pick)
+    content = export_candidate(trials, config, number, args.output, storage=meta["storage"])
+    return {"trial": number, "output": str(args.output), "scores": content["source"]["scores"]}
+
+
+_COMMANDS = {
+    "profile": _cmd_profile,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "run": _cmd_run,
+    "resume": lambda args: _cmd_run(args, resume=True),
+    "report": _cmd_report,
+    "export": _cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DseError as err:
         sys.stderr.write(f"dse: error: {err}\n")
         return 2
+    except FloatingPointError as err:  # a run that diverged: not bad input, but still one clear line
+        sys.stderr.write(f"dse: error: {err} (lower --lr or add recipe.warmup_epochs)\n")
+        return 1
     _emit(result, getattr(args, "json", False))
     return 0
 

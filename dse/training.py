@@ -8,6 +8,13 @@ Methods (the training attack lives in ``Recipe.attack``, apart from the evaluati
   KL inner maximization.
 * ``fast_at`` (Wong et al. 2020): FGSM from a uniform random start with step ``alpha``.
 
+Training attacks craft with ``attack_bn: batch`` by default: BatchNorm normalizes with the
+attacked batch's statistics, as the training forward pass does (Madry et al.'s and Rice et al.'s
+code craft in train mode), while running statistics are left untouched. Crafting in eval mode
+(``attack_bn: eval``, TRADES' reference code) attacks a different function whenever the running
+statistics lag behind the weights: on digits, MobileNet-tiny's late 1x1 feature maps made 20
+epochs of PGD-AT collapse to 0.575 natural accuracy that way, against 0.93 with batch statistics.
+
 For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
 ``mix_mode: loss`` uses ``(1 - w) CE(clean) + w CE(adv)`` on every sample (seed 002 used w = 0.9);
 ``mix_mode: batch`` attacks only the first ``w`` of each batch (seed 003: half-and-half batches).
@@ -77,6 +84,7 @@ class Recipe(BaseModel):
     seed: int = 0
     eval_every: int = Field(1, ge=0)
     eval_samples: int | None = Field(512, ge=1)
+    attack_bn: Literal["eval", "batch"] = "batch"
     channels_last: bool = True
     amp: bool = False
 
@@ -114,7 +122,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {
         "recipe": {
             "method": "pgd_at",
-            "epochs": 30,
+            "epochs": 20,
+            "warmup_epochs": 2,
             "batch_size": 64,
             "lr": 0.05,
             "weight_decay": 5e-4,
@@ -189,17 +198,25 @@ def _adversarial_loss(
         return F.cross_entropy(logits, y), logits
     if recipe.method == "trades":
         x_adv = trades_adversary(
-            model, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm, generator=generator
+            model, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm,
+            generator=generator, bn=recipe.attack_bn,
         )
         logits = model(x)
         logits_adv = model(x_adv)
-        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        # log_target=True: differentiating p * log(p) through a softmax target gives log(0) = -inf
+        # (and NaN weights) as soon as a probability underflows; log-probabilities stay finite.
+        kl = F.kl_div(
+            F.log_softmax(logits_adv, dim=1), F.log_softmax(logits, dim=1), reduction="batchmean", log_target=True
+        )
         return F.cross_entropy(logits, y) + recipe.trades_beta * kl, logits_adv
 
     def craft(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         if recipe.method == "fast_at":
             alpha = recipe.fast_at_alpha or 1.25 * attack.eps
-            return fgsm(model, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha, generator=generator)
+            return fgsm(
+                model, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha, generator=generator,
+                bn=recipe.attack_bn,
+            )
         return pgd(
             model,
             xs,
@@ -212,6 +229,7 @@ def _adversarial_loss(
             restarts=1,
             random_start=attack.random_start,
             generator=generator,
+            bn=recipe.attack_bn,
         )
 
     w = recipe.adv_weight

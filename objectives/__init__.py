@@ -20,7 +20,16 @@ from objectives._base import EvalSettings, Objective
 from objectives._cost import macs, params
 from objectives._lipschitz import lipschitz, lipschitz_bound
 
-__all__ = ["OBJECTIVES", "EvalSettings", "Objective", "evaluate_objectives", "get_objective", "measurement"]
+__all__ = [
+    "OBJECTIVES",
+    "EvalSettings",
+    "Objective",
+    "evaluate_lookup",
+    "evaluate_objectives",
+    "get_objective",
+    "is_lookup_objective",
+    "measurement",
+]
 
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
@@ -77,3 +86,17 @@ def evaluate_objectives(
     cache: dict[str, Any] = {}
     selected = [get_objective(n) for n in (names if names is not None else OBJECTIVES)]
     return {o.name: o(model, data, settings, cache=cache) for o in selected}
+
+
+def is_lookup_objective(name: str) -> bool:
+    """True for tabular objectives read from published results (``nb201_*``), not measured."""
+    from objectives._nb201 import NB201_METRICS
+
+    return name in NB201_METRICS
+
+
+def evaluate_lookup(candidate: dict[str, Any], names: Iterable[str], *, root: str, dataset: str) -> dict[str, float]:
+    """Looks up tabular objectives of a candidate (no model, no training)."""
+    from objectives._nb201 import evaluate_nb201
+
+    return evaluate_nb201(candidate, list(names), root=root, dataset=dataset)

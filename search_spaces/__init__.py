@@ -12,13 +12,15 @@ import optuna
 
 from dse._errors import SpecError
 from search_spaces.mobilenet_tiny import mobilenet_tiny
+from search_spaces.nb201 import nb201
 
-__all__ = ["SEARCH_SPACES", "SearchSpace", "get_search_space", "mobilenet_tiny"]
+__all__ = ["SEARCH_SPACES", "SearchSpace", "get_search_space", "mobilenet_tiny", "nb201", "suggest"]
 
 SearchSpace = Callable[..., dict[str, Any]]
 
 SEARCH_SPACES: dict[str, SearchSpace] = {
     "mobilenet_tiny": mobilenet_tiny,
+    "nb201": nb201,
 }
 
 

@@ -34,8 +34,16 @@ class ArchEntry:
     build: Callable[..., nn.Module]
 
 
+def _nb201_entry() -> ArchEntry:
+    from objectives._nb201 import NB201Config, build_nb201
+
+    return ArchEntry(NB201Config, build_nb201)
+
+
 ARCHS: dict[str, ArchEntry] = {
     "mobilenet_tiny": ArchEntry(MobileNetTinyConfig, build_mobilenet_tiny),
+    # NAS-Bench-201 cells: looked up in published results (tabular studies), never built.
+    "nb201": _nb201_entry(),
 }
 
 

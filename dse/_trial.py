@@ -1,0 +1,98 @@
+"""What one Ray Tune trial runs: build the candidate, train it, score it, report.
+
+Kept apart from the driver so that Ray workers import only what a trial needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["evaluate_candidate", "run_trial"]
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def _dataset(dataset: str, root: str | None, subset: int | None, val_fraction: float, seed: int):
+    """Loaded once per worker process (reused actors keep it between trials)."""
+    from dse.data import load_dataset
+
+    return load_dataset(dataset, root=root, subset=subset, val_fraction=val_fraction, seed=seed)
+
+
+def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Trains and scores one candidate (or looks it up, for tabular studies).
+
+    Args:
+        candidate: The candidate spec.
+        study: The study config as plain data (``StudyConfig.to_dict()``).
+        report: Called with each epoch's metrics.
+        checkpoint: Where to save the trained model (None: not saved).
+
+    Returns:
+        Every objective and recorded metric, plus ``measurement`` (how it was measured).
+    """
+    from dse.config import StudyConfig
+    from dse.runner import eval_settings_for
+
+    config = StudyConfig.model_validate(study)
+    names = config.recorded_names()
+    if config.is_tabular:
+        from objectives import evaluate_lookup
+
+        assert config.lookup is not None
+        scores = evaluate_lookup(candidate, names, root=config.lookup.root, dataset=config.lookup.dataset)
+        return {**scores, "measurement": f"published results ({config.lookup.dataset}, Jung et al. 2023)"}
+
+    import torch
+
+    from dse.checkpoint import save_checkpoint
+    from dse.models import build_model
+    from dse.training import default_recipe, resolve_device, seed_everything, train
+    from objectives import evaluate_objectives, measurement
+
+    data = config.data
+    dataset = _dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
+    recipe = default_recipe(data.dataset, **config.recipe)
+    settings = eval_settings_for(config)
+    device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+    seed_everything(recipe.seed)
+    spec = dataset.spec
+    model = build_model(candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
+    history = train(model, dataset, recipe, eval_settings=settings, callback=report, device=device)
+    val = dataset.val.to(device)
+    scores = evaluate_objectives(model, val, settings, names)
+    if checkpoint is not None:
+        save_checkpoint(
+            checkpoint, model, candidate=candidate, data=data.model_dump(), recipe=recipe.model_dump(mode="json"),
+            eval=settings.to_dict(), history=history, metrics=dict(scores),
+        )
+    m = measurement(settings, val)
+    return {**scores, "measurement": f"{m['attack']} on {m['samples']} validation samples (seed {m['seed']})"}
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: reports every epoch, then a final result with ``done_trial``.
+
+    An exception is reported as ``error`` (type, message and traceback) so that the searcher
+    records the trial as failed with its reason; the study goes on.
+    """
+    from ray import tune
+
+    start = time.perf_counter()
+    checkpoint = Path(config["checkpoint"]) if config.get("checkpoint") else None
+
+    def report(metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "done_trial": 0})
+
+    try:
+        scores = evaluate_candidate(config["candidate"], config["study"], report, checkpoint)
+    except Exception as err:  # recorded as the trial's failure reason by the searcher, never dropped
+        tune.report({"done_trial": 1, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
+        return
+    tune.report({**scores, "done_trial": 1, "duration_s": time.perf_counter() - start})

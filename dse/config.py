@@ -1,0 +1,298 @@
+"""Study files (``studies/*.yaml``): validated with pydantic, one-line errors naming the field.
+
+A study file says what to search (a registered space and its options), what to optimize (2-4
+objectives, each with a direction) and record (further metrics), under which constraints, with
+which sampler and budget, how each candidate is trained and evaluated, and where it runs.
+See the README's study file reference for every field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dse._errors import SpecError
+from dse._validation import one_line_error
+
+__all__ = [
+    "BudgetConfig",
+    "ConstraintConfig",
+    "DataConfig",
+    "ExecutionConfig",
+    "ObjectiveConfig",
+    "SamplerConfig",
+    "SpaceConfig",
+    "StudyConfig",
+    "load_study_config",
+    "parse_duration",
+]
+
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(value: float | int | str | None) -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"`` or ``"1d"``; ``None`` stays ``None``."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 600, '10m' or '2h'")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Data set, subset and the validation split the search selects on."""
+
+    dataset: Literal["digits", "cifar10", "cifar100"] = "digits"
+    root: str | None = None
+    subset: int | None = Field(None, ge=10)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class SpaceConfig(_Strict):
+    """A registered search space and its options (passed to the space function)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveConfig(_Strict):
+    """One optimized objective; ``direction`` defaults to the objective's own."""
+
+    name: str
+    direction: Literal["maximize", "minimize"] | None = None
+
+
+class ConstraintConfig(_Strict):
+    """``metric <= max`` and/or ``metric >= min``; handed to the sampler as Optuna constraints."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> ConstraintConfig:
+        if self.max is None and self.min is None:
+            raise ValueError(f"constraint on {self.metric} needs max or min")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"constraint on {self.metric}: min {self.min} > max {self.max}")
+        return self
+
+    def violations(self, value: float) -> list[float]:
+        """Optuna form: each value <= 0 means satisfied."""
+        out = []
+        if self.max is not None:
+            out.append(value - self.max)
+        if self.min is not None:
+            out.append(self.min - value)
+        return out
+
+    def describe(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"{self.metric} >= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"{self.metric} <= {self.max:g}")
+        return " and ".join(parts)
+
+
+class SamplerConfig(_Strict):
+    """Optuna sampler: nsga2, nsga3, tpe, gp or random, its seed and constructor options."""
+
+    name: Literal["nsga2", "nsga3", "tpe", "gp", "random"] = "nsga2"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Strict):
+    """How many trials, and how long (seconds or '10m', '2h')."""
+
+    n_trials: int = Field(20, ge=1)
+    wall_time: float | None = None
+
+    @field_validator("wall_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        seconds = parse_duration(value)
+        if seconds is not None and seconds <= 0:
+            raise ValueError("must be positive")
+        return seconds
+
+
+class ExecutionConfig(_Strict):
+    """Where trials run: local Ray (address None) or a cluster, and resources per trial."""
+
+    address: str | None = None
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, ge=1)
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class LookupConfig(_Strict):
+    """Where tabular (no-training) objectives read published results from."""
+
+    root: str = "../shared/data/nb201-robustness"
+    dataset: Literal["cifar10", "cifar100"] = "cifar10"
+
+
+class StudyConfig(_Strict):
+    """One study file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    storage: str | None = None
+    output_dir: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    space: SpaceConfig
+    objectives: list[ObjectiveConfig] = Field(min_length=2, max_length=4)
+    metrics: list[str] = Field(default_factory=list)
+    constraints: list[ConstraintConfig] = Field(default_factory=list)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    lookup: LookupConfig | None = None
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objective_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> StudyConfig:
+        from objectives import OBJECTIVES, is_lookup_objective
+        from search_spaces import SEARCH_SPACES
+
+        if self.space.name not in SEARCH_SPACES:
+            raise ValueError(f"space.name: unknown space {self.space.name!r} (known: {', '.join(sorted(SEARCH_SPACES))})")
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError("objectives: each objective may appear once")
+        lookup = [n for n in names + self.metrics if is_lookup_objective(n)]
+        for i, obj in enumerate(self.objectives):
+            if obj.name not in OBJECTIVES and not is_lookup_objective(obj.name):
+                raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r} (known: {', '.join(sorted(OBJECTIVES))}, nb201_*)")
+            natural = OBJECTIVES[obj.name].direction if obj.name in OBJECTIVES else "maximize"
+            if obj.direction is not None and obj.direction != natural:
+                raise ValueError(f"objectives.{i}.direction: {obj.name} is to {natural}, not {obj.direction}")
+        for i, metric in enumerate(self.metrics):
+            if metric not in OBJECTIVES and not is_lookup_objective(metric):
+                raise ValueError(f"metrics.{i}: unknown metric {metric!r}")
+        known = set(names) | set(self.metrics)
+        for i, con in enumerate(self.constraints):
+            if con.metric not in known:
+                raise ValueError(f"constraints.{i}.metric: {con.metric!r} is neither an objective nor a recorded metric")
+        if lookup and len(lookup) != len(names) + len(self.metrics):
+            raise ValueError("objectives: tabular (nb201_*) objectives cannot be mixed with trained ones")
+        if lookup and self.lookup is None:
+            object.__setattr__(self, "lookup", LookupConfig())
+        return self
+
+    # ----------------------------------------------------------------- derived views
+    @property
+    def is_tabular(self) -> bool:
+        """True when every objective is looked up in published results (nothing is trained)."""
+        from objectives import is_lookup_objective
+
+        return is_lookup_objective(self.objectives[0].name)
+
+    def directions(self) -> list[str]:
+        from objectives import OBJECTIVES
+
+        return [o.direction or (OBJECTIVES[o.name].direction if o.name in OBJECTIVES else "maximize") for o in self.objectives]
+
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    def recorded_names(self) -> list[str]:
+        """Objectives first, then the further metrics, without repeats."""
+        return list(dict.fromkeys(self.objective_names() + self.metrics))
+
+    def out_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.out_dir() / 'study.db').resolve()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Reads and validates a study file.
+
+    Args:
+        path: The YAML file.
+        overrides: Top-level fields replaced after reading (e.g. from CLI flags).
+
+    Raises:
+        SpecError: ``FILE: field.path: message`` on the first problem.
+    """
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as err:
+        raise SpecError(f"{p}: cannot read study file: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: expected a mapping of study fields")
+    for key, value in (overrides or {}).items():
+        section, _, field = key.partition(".")
+        if field:
+            data[section] = {**(data.get(section) or {}), field: value}
+        else:
+            data[key] = value
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(one_line_error(err, where=str(p))) from err
+    _check_recipe_and_space(config, where=str(p))
+    return _absolute_paths(config)
+
+
+def _absolute_paths(config: StudyConfig) -> StudyConfig:
+    """Resolves relative paths against the working directory now: Ray trials run elsewhere."""
+    update: dict[str, Any] = {"output_dir": str(config.out_dir().resolve())}
+    if config.data.root:
+        update["data"] = config.data.model_copy(update={"root": str(Path(config.data.root).expanduser().resolve())})
+    if config.lookup is not None:
+        update["lookup"] = config.lookup.model_copy(update={"root": str(Path(config.lookup.root).expanduser().resolve())})
+    return config.model_copy(update=update)
+
+
+def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
+    """Validates the parts checked by other modules: recipe, eval settings and space options."""
+    if config.is_tabular:
+        return
+    from dse.training import default_recipe
+
+    try:
+        default_recipe(config.data.dataset, **config.recipe)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from err
+    from dse.runner import eval_settings_for
+
+    try:
+        eval_settings_for(config)
+    except (SpecError, TypeError) as err:
+        raise SpecError(f"{where}: eval: {err}") from err

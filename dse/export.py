@@ -1,0 +1,78 @@
+"""Exporting a chosen trial as a candidate file that ``dse train`` takes as it is."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from dse._errors import SpecError
+from dse.config import StudyConfig
+from dse.pareto import best_trial, knee_point, pareto_front
+
+__all__ = ["choose_trial", "export_candidate"]
+
+
+def choose_trial(trials: pd.DataFrame, config: StudyConfig, *, trial: int | None = None, pick: str | None = None) -> int:
+    """The trial number named by ``--trial N``, ``--pick knee`` or ``--pick best:OBJECTIVE``."""
+    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
+    done = trials[trials["state"] == "COMPLETE"] if len(trials) else trials
+    if done.empty:
+        raise SpecError(f"study {config.name!r} has no completed trial to export")
+    if trial is not None:
+        if trial not in set(done["number"]):
+            raise SpecError(f"--trial {trial}: no completed trial with that number (completed: {sorted(done['number'])[:20]})")
+        return int(trial)
+    if pick == "knee":
+        front = pareto_front(trials, objectives)
+        if front.empty:
+            raise SpecError("--pick knee: no feasible trial on the Pareto front")
+        return int(knee_point(front, objectives))
+    if pick and pick.startswith("best:"):
+        name = pick.removeprefix("best:")
+        recorded = config.recorded_names()
+        if name not in recorded:
+            raise SpecError(f"--pick best:{name}: not an objective or metric of this study ({', '.join(recorded)})")
+        from objectives import OBJECTIVES
+
+        direction = dict(zip(config.objective_names(), config.directions())).get(name) or (
+            OBJECTIVES[name].direction if name in OBJECTIVES else "maximize"
+        )
+        return int(best_trial(trials, name, direction))
+    raise SpecError(f"--pick {pick!r}: expected knee or best:OBJECTIVE")
+
+
+def export_candidate(
+    trials: pd.DataFrame, config: StudyConfig, number: int, path: str | os.PathLike[str], *, storage: str
+) -> dict[str, Any]:
+    """Writes trial ``number``'s candidate with the study's data, recipe and eval sections."""
+    row = trials.loc[trials["number"] == number].iloc[0]
+    candidate = json.loads(row["candidate"])
+    scores = {n: float(row[n]) for n in config.recorded_names() if n in row and not math.isnan(float(row[n]))}
+    content: dict[str, Any] = dict(candidate)
+    if not config.is_tabular:
+        content["data"] = config.data.model_dump()
+        content["recipe"] = dict(config.recipe)
+        if config.eval:
+            content["eval"] = dict(config.eval)
+    content["source"] = {
+        "study": config.name,
+        "storage": storage,
+        "trial": int(number),
+        "pareto": bool(row.get("pareto", False)),
+        "feasible": bool(row["feasible"]),
+        "scores": scores,
+        "measurement": row.get("measurement"),
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        f"# exported from study {config.name} trial {number}; train it with: dse train {out.name}\n"
+        + yaml.safe_dump(content, sort_keys=False)
+    )
+    return content

@@ -1,0 +1,110 @@
+"""The study as tidy tables: one row per trial, one row per (trial, epoch); CSV and Parquet."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from dse.config import StudyConfig
+
+__all__ = ["epochs_frame", "report_meta", "trials_frame", "write_tables"]
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
+    """One row per trial: number, state, feasibility, objectives and metrics, candidate keys, error."""
+    names = config.recorded_names()
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        metrics = t.user_attrs.get("metrics", {})
+        violations = t.user_attrs.get("constraint_values", [])
+        violation = float(sum(max(0.0, v) for v in violations))
+        candidate = t.user_attrs.get("candidate", {})
+        start = t.datetime_start
+        duration = t.user_attrs.get("duration_s")
+        if (duration is None or not math.isfinite(duration)) and t.datetime_complete and start:
+            duration = (t.datetime_complete - start).total_seconds()
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "feasible": t.state == TrialState.COMPLETE and violation == 0.0,
+            "constraint_violation": violation,
+            "error": t.user_attrs.get("error"),
+            "duration_s": duration if duration is not None else math.nan,
+            "datetime_start": start.isoformat() if start else None,
+            "candidate": json.dumps(candidate, sort_keys=False),
+            "measurement": t.user_attrs.get("measurement"),
+            "checkpoint": t.user_attrs.get("checkpoint"),
+        }
+        for name in names:
+            row[name] = float(metrics[name]) if name in metrics else math.nan
+        for key, value in candidate.items():
+            row[f"cand.{key}"] = _cell(value)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["number", "state", "feasible", "constraint_violation", "error", "candidate", *names])
+    return frame
+
+
+def epochs_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per (trial, epoch) with the per-epoch metrics the trial reported."""
+    rows = [
+        {"number": t.number, **row}
+        for t in study.get_trials(deepcopy=False)
+        for row in t.user_attrs.get("history", [])
+    ]
+    return pd.DataFrame(rows, columns=None if rows else ["number", "epoch"])
+
+
+def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = None) -> dict[str, Any]:
+    """What the report says about the study: objectives, metrics, constraints, measurement."""
+    measurements = [
+        t.user_attrs["measurement"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("measurement")
+    ]
+    return {
+        "name": config.name,
+        "objectives": [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())],
+        "metrics": [m for m in config.metrics if m not in config.objective_names()],
+        "constraints": [c.describe() for c in config.constraints],
+        "measurement": measurements[-1] if measurements else "no completed trial yet",
+        "storage": storage or config.storage_url(),
+        "sampler": f"{config.sampler.name} (seed {config.sampler.seed})",
+    }
+
+
+def write_tables(study: optuna.Study, config: StudyConfig) -> dict[str, str]:
+    """Writes ``trials.csv``/``trials.parquet`` and ``epochs.csv`` under the study's output directory."""
+    out = config.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    trials = trials_frame(study, config)
+    from dse.pareto import pareto_mask
+
+    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
+    trials["pareto"] = pareto_mask(trials, objectives).to_numpy() if len(trials) else []
+    trials.to_csv(out / "trials.csv", index=False)
+    trials.to_parquet(out / "trials.parquet", index=False)
+    epochs_frame(study).to_csv(out / "epochs.csv", index=False)
+    return {"table": str(out / "trials.csv"), "parquet": str(out / "trials.parquet"), "epochs": str(out / "epochs.csv")}
+
+
+def load_tables(config: StudyConfig, storage: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Trials, epochs and report metadata, read from the study storage."""
+    from dse.runner import open_study
+
+    study = open_study(config, storage, create=False)
+    return trials_frame(study, config), epochs_frame(study), report_meta(study, config, storage)
+
+
+def table_path(config: StudyConfig) -> Path:
+    return config.out_dir() / "trials.csv"

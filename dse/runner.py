@@ -1,0 +1,350 @@
+"""The study runner: an Optuna multi-objective sampler drives Ray Tune trials.
+
+Why a searcher of our own rather than Ray's ``OptunaSearch``: OptunaSearch cannot hand
+constraints to the sampler, stores only objective values in the Optuna trial (the candidate,
+further metrics and per-epoch history stay in Ray's results), and wants an ``RDBStorage``
+object rather than a URL. :class:`AskTellSearcher` is a thin adapter instead: ``study.ask()``
+plus the define-by-run space give a candidate; Ray Tune runs it; ``study.tell()`` records
+values, constraint values, metrics, history and failures in the Optuna storage, so
+``optuna-dashboard STORAGE`` shows the study and ``dse resume`` can continue it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dse._errors import SpecError
+from dse.config import StudyConfig
+
+__all__ = ["AskTellSearcher", "StudyOutcome", "eval_settings_for", "make_sampler", "open_study", "run_study"]
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: the driver stopped before the trial finished"
+
+
+def eval_settings_for(config: StudyConfig):
+    """Evaluation settings of a study: the data set's default attack updated by the ``eval`` section."""
+    from dse.attacks import AttackConfig
+    from dse.training import default_eval_settings
+    from objectives import EvalSettings
+
+    base = default_eval_settings(config.data.dataset).to_dict()
+    section = dict(config.eval)
+    attack = {**base.pop("attack"), **(section.pop("attack", None) or {})}
+    unknown = set(section) - set(base)
+    if unknown:
+        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
+    return EvalSettings(attack=AttackConfig.from_dict(attack), **{**base, **section})
+
+
+def _constraints_from_attrs(trial: FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraint_values", []))
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The study's sampler, with the constraints wired in where the sampler supports them."""
+    s = config.sampler
+    options = dict(s.options)
+    constrained = {"constraints_func": _constraints_from_attrs} if config.constraints else {}
+    factories = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **constrained, **options),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **constrained, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **constrained, **options),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **constrained, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
+    }
+    try:
+        return factories[s.name]()
+    except TypeError as err:
+        raise SpecError(f"sampler.options: {err}") from err
+
+
+def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
+    """Creates or loads the study in its storage (SQLite under ``runs/NAME`` by default)."""
+    url = storage or config.storage_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    if not create:
+        try:
+            return optuna.load_study(study_name=config.name, storage=rdb, sampler=make_sampler(config))
+        except KeyError as err:
+            raise SpecError(f"study {config.name!r} not found in {url}; start it with `dse run`") from err
+    study = optuna.create_study(
+        study_name=config.name, storage=rdb, directions=config.directions(), sampler=make_sampler(config), load_if_exists=True
+    )
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in config.directions()]:
+        raise SpecError(f"study {config.name!r} in {url} was created with other objectives; use another name or storage")
+    return study
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "failed": sum(t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+    }
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Trials that count against the budget: complete, or failed for a reason of their own."""
+    c = _counts(study)
+    return c["complete"] + c["failed"]
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Marks trials left RUNNING by a stopped driver as failed (``interrupted``) and queues their
+    candidates again, so nothing completed is lost or repeated and nothing interrupted is dropped."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        n += 1
+    if n:
+        logger.warning("marked %d interrupted trial(s) as failed and queued their candidates again", n)
+    return n
+
+
+def _pareto_size(study: optuna.Study) -> int:
+    feasible = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
+    ]
+    if not feasible:
+        return 0
+    from dse.pareto import non_dominated_mask
+    import numpy as np
+
+    values = np.array([t.values for t in feasible], dtype=float)
+    return int(non_dominated_mask(values, [d.name.lower() for d in study.directions]).sum())
+
+
+class _Progress:
+    """Trials done / running / failed and the Pareto-set size, on stderr (tqdm bar when a TTY)."""
+
+    def __init__(self, study: optuna.Study, total: int) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        self.study, self.total = study, total
+        self.bar = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=min(finished_trials(study), total), unit="trial", desc=study.study_name, dynamic_ncols=True)
+        self.last = ""
+
+    def update(self, note: str = "") -> None:
+        c = _counts(self.study)
+        done = c["complete"] + c["failed"]
+        status = f"running={c['running']} failed={c['failed']} pareto={_pareto_size(self.study)}"
+        if self.bar is not None:
+            self.bar.n = min(done, self.total)
+            self.bar.set_postfix_str(status + (f" {note}" if note else ""))
+            self.bar.refresh()
+        elif not note and status + str(done) != self.last:  # no TTY: one log line per finished trial
+            self.last = status + str(done)
+            logger.info("%s: %d/%d trials done, %s", self.study.study_name, done, self.total, status)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class AskTellSearcher:
+    """Ray Tune searcher backed by an Optuna study (ask/tell), so constraints reach the sampler.
+
+    Built lazily as a :class:`ray.tune.search.Searcher` subclass (see :func:`_searcher_class`)
+    so that importing this module does not import Ray.
+    """
+
+
+def _searcher_class():
+    from ray.tune.search import Searcher
+
+    from search_spaces import suggest
+
+    class _AskTell(Searcher):
+        def __init__(self, study: optuna.Study, config: StudyConfig, budget: int, progress: _Progress | None) -> None:
+            super().__init__(metric=None, mode=None)
+            self.study, self.config, self.budget, self.progress = study, config, budget, progress
+            self.study_dict = config.to_dict()
+            self.live: dict[str, optuna.Trial] = {}
+            self.asked = 0
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.asked >= self.budget:
+                return Searcher.FINISHED
+            trial = self.study.ask()
+            try:
+                candidate = suggest(self.config.space.name, trial, self.config.space.options)
+                candidate = {**candidate, **self.config.space.fixed}
+            except Exception as err:
+                self._fail(trial, f"search space: {type(err).__name__}: {err}")
+                raise
+            trial.set_user_attr("candidate", candidate)
+            self.live[trial_id] = trial
+            self.asked += 1
+            ckpt = None if self.config.is_tabular else str((self.config.out_dir() / "trials" / f"{trial.number:04d}.pt").resolve())
+            if ckpt:
+                trial.set_user_attr("checkpoint", ckpt)
+            return {"candidate": candidate, "study": self.study_dict, "number": trial.number, "checkpoint": ckpt}
+
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+            trial = self.live.get(trial_id)
+            if trial is None or result.get("done_trial"):
+                return
+            keys = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds", "val_natural_acc", "val_robust_acc", "val_pert_instability")
+            row = {k: float(result[k]) for k in keys if k in result}
+            history = list(trial.user_attrs.get("history", [])) + [row]
+            trial.set_user_attr("history", history)
+            if self.progress:
+                self.progress.update(f"#{trial.number} epoch {row.get('epoch', 0):.0f}")
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            trial = self.live.pop(trial_id, None)
+            if trial is None:
+                return
+            if error or result is None or not result.get("done_trial"):
+                reason = (result or {}).get("error") or "the Ray trial errored or stopped before reporting its result"
+                self._fail(trial, reason, (result or {}).get("traceback"))
+            elif result.get("error"):
+                self._fail(trial, result["error"], result.get("traceback"))
+            else:
+                self._complete(trial, result)
+            if self.progress:
+                self.progress.update()
+
+        def _fail(self, trial: optuna.Trial, reason: str, tb: str | None = None) -> None:
+            logger.error("trial %d failed: %s", trial.number, reason)
+            trial.set_user_attr("error", reason)
+            if tb:
+                trial.set_user_attr("traceback", tb[-4000:])
+            self.study.tell(trial, state=TrialState.FAIL)
+
+        def _complete(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
+            names = self.config.recorded_names()
+            metrics = {n: float(result[n]) for n in names if n in result}
+            values = [metrics.get(n, math.nan) for n in self.config.objective_names()]
+            if any(not math.isfinite(v) for v in values):
+                return self._fail(trial, f"objective values are not finite: {dict(zip(self.config.objective_names(), values))}")
+            violations: list[float] = []
+            for con in self.config.constraints:
+                violations += con.violations(metrics[con.metric])
+            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("constraint_values", violations)
+            trial.set_user_attr("measurement", str(result.get("measurement", "")))
+            trial.set_user_attr("duration_s", float(result.get("duration_s", math.nan)))
+            self.study.tell(trial, values)
+
+    return _AskTell
+
+
+class StudyOutcome(dict):
+    """What a run ended with: counts, the table and report paths."""
+
+
+def _init_ray(config: StudyConfig, address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if ray.is_initialized():
+        return
+    address = address or config.execution.address
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=config.execution.num_cpus or os.cpu_count(), **kwargs)
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> StudyOutcome:
+    """Runs (or resumes) a study until its budget of finished trials is reached.
+
+    Args:
+        config: The validated study file.
+        n_trials: Overrides ``budget.n_trials`` (the total, counting trials already finished).
+        storage: Overrides the storage URL.
+        address: A Ray cluster address (``ray start --head`` prints it); default: local Ray.
+        resume: Continue an existing study; without it, a study that already has trials is an error.
+        show_progress: Show the progress bar.
+
+    Returns:
+        Counts of complete/failed trials, the Pareto-set size and the table paths.
+    """
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from dse._trial import run_trial
+    from dse.results import write_tables
+
+    study = open_study(config, storage)
+    existing = study.get_trials(deepcopy=False)
+    if existing and not resume:
+        raise SpecError(
+            f"study {config.name!r} already has {len(existing)} trials in {storage or config.storage_url()}; "
+            "continue it with `dse resume`, or change name/storage"
+        )
+    if not existing:
+        study.set_user_attr("config", config.to_dict())
+    recover_interrupted(study)
+    total = n_trials or config.budget.n_trials
+    remaining = total - finished_trials(study)
+    out_dir = config.out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if remaining > 0:
+        _init_ray(config, address)
+        progress = _Progress(study, total) if show_progress else None
+        searcher = _searcher_class()(study, config, remaining, progress)
+        ex = config.execution
+        trainable = tune.with_resources(run_trial, {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=ex.concurrency),
+                num_samples=remaining,
+                time_budget_s=config.budget.wall_time,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str((out_dir / "ray").resolve()),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        try:
+            tuner.fit()
+        finally:
+            if progress:
+                progress.close()
+    else:
+        logger.info("study %s already has %d finished trials (budget %d): nothing to run", config.name, total - remaining, total)
+    paths = write_tables(study, config)
+    c = _counts(study)
+    return StudyOutcome(
+        complete=c["complete"], failed=c["failed"], pareto=_pareto_size(study), storage=storage or config.storage_url(), **paths
+    )

@@ -1,0 +1,316 @@
+"""NAS-Bench-201 robustness lookups (Jung et al. 2023), the nb201 space and the search-efficiency bench."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from dse import DataError, SpecError
+from objectives._nb201 import (
+    NB201_METRICS,
+    OPS,
+    NB201Config,
+    NB201Table,
+    _table,
+    build_nb201,
+    evaluate_nb201,
+    make_cell,
+    parse_cell,
+)
+from search_spaces.nb201 import nb201
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+NB201_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201-robustness"
+ARCH_13433 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|nor_conv_1x1~1|skip_connect~2|"
+# id 217 is published under its isomorph, id 46 (and id 25 under id 3)
+ARCH_217 = "|avg_pool_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_3x3~2|"
+ARCH_46 = "|skip_connect~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ARCH_25 = "|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|"
+ARCH_3 = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|"
+
+
+def _load_bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "search_efficiency.py"
+    spec = importlib.util.spec_from_file_location("bench_search_efficiency", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+@pytest.fixture
+def real_root() -> Path:
+    if not (NB201_DATA / "meta.json").is_file() or not (NB201_DATA / "cifar10" / "clean_accuracy.json").is_file():
+        pytest.skip(f"NB201 robustness data (Jung et al. 2023) not found at {NB201_DATA} (read-only shared input)")
+    return NB201_DATA
+
+
+@pytest.fixture(scope="module")
+def real_table() -> NB201Table:
+    if not (NB201_DATA / "meta.json").is_file():
+        pytest.skip(f"NB201 robustness data (Jung et al. 2023) not found at {NB201_DATA} (read-only shared input)")
+    return NB201Table(NB201_DATA, dataset="cifar10")
+
+
+# -- a tiny synthetic directory in the published layout ------------------------------------------------
+CELL_A = make_cell(["nor_conv_3x3"] * 6)
+CELL_B = make_cell(["skip_connect"] * 6)
+CELL_C = make_cell(["nor_conv_3x3"] * 5 + ["none"])  # declared isomorphic to A in the synthetic meta
+CELL_D = make_cell(["avg_pool_3x3"] * 6)
+
+
+@pytest.fixture
+def tiny_root(tmp_path: Path) -> Path:
+    meta = {
+        "ids": {
+            "0": {"nb201-string": CELL_A, "isomorph": "0"},
+            "1": {"nb201-string": CELL_B, "isomorph": "1"},
+            "2": {"nb201-string": CELL_C, "isomorph": "0"},
+            "3": {"nb201-string": CELL_D, "isomorph": "3"},
+        },
+        "epsilons": {"pgd@Linf": [0.5, 1.0, 2.0]},
+    }
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "cifar10").mkdir()
+    clean = {"cifar10": {"clean": {"accuracy": {"0": 0.9, "1": 0.6, "3": 0.7}}}}
+    pgd = {"cifar10": {"pgd@Linf": {"accuracy": {"0": [0.5, 0.3, 0.1], "1": [0.4, 0.35, 0.3], "3": [0.6, 0.2, 0.0]}}}}
+    (tmp_path / "cifar10" / "clean_accuracy.json").write_text(json.dumps(clean))
+    (tmp_path / "cifar10" / "pgd@Linf_accuracy.json").write_text(json.dumps(pgd))
+    return tmp_path
+
+
+def _one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
+    message = str(err.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_synthetic_table_lookups_isomorphs_and_values(tiny_root):
+    table = NB201Table(tiny_root)
+    assert table.metrics() == ["nb201_clean_acc", "nb201_pgd_acc_0p5", "nb201_pgd_acc_1", "nb201_pgd_acc_2"]
+    assert table.lookup(CELL_A, "nb201_clean_acc") == 0.9
+    assert table.lookup(CELL_B, "nb201_pgd_acc_2") == 0.3
+    assert table.lookup(CELL_D, "nb201_pgd_acc_0p5") == 0.6
+    assert table.lookup(CELL_C, "nb201_pgd_acc_1") == table.lookup(CELL_A, "nb201_pgd_acc_1") == 0.3
+    assert table.isomorph_id(CELL_C) == 0
+    assert table.unique_cells() == [CELL_A, CELL_B, CELL_D]
+    np.testing.assert_allclose(
+        table.values(["nb201_clean_acc", "nb201_pgd_acc_2"]), [[0.9, 0.1], [0.6, 0.3], [0.7, 0.0]]
+    )
+    scores = evaluate_nb201({"arch": "nb201", "cell": CELL_C}, ["nb201_pgd_acc_2", "nb201_clean_acc"], root=tiny_root)
+    assert scores == {"nb201_pgd_acc_2": 0.1, "nb201_clean_acc": 0.9}
+    assert _table(tiny_root, "cifar10") is _table(str(tiny_root), "cifar10")  # cached per (root, dataset)
+
+
+def test_synthetic_table_loads_lazily(tiny_root):
+    (tiny_root / "cifar10" / "pgd@Linf_accuracy.json").write_text("{not json")
+    table = NB201Table(tiny_root)
+    assert table.lookup(CELL_B, "nb201_clean_acc") == 0.6  # the corrupt PGD file is never read
+    with pytest.raises(DataError) as err:
+        table.lookup(CELL_B, "nb201_pgd_acc_1")
+    _one_line(err, "pgd@Linf_accuracy.json", "corrupt JSON")
+
+
+def test_bad_directories_and_files_are_named_in_one_line(tiny_root, tmp_path):
+    with pytest.raises(DataError) as err:
+        NB201Table(tmp_path / "nowhere")
+    _one_line(err, "nowhere", "not a directory")
+    with pytest.raises(DataError) as err:
+        NB201Table(tiny_root, dataset="cifar100")
+    _one_line(err, "cifar100", "found: cifar10")
+    table = NB201Table(tiny_root)
+    with pytest.raises(DataError) as err:
+        table.lookup(CELL_A, "nb201_square_acc_1")
+    _one_line(err, "aa_square@Linf_accuracy.json", "missing")
+    with pytest.raises(DataError) as err:
+        table.lookup(CELL_A, "nb201_pgd_acc_8")
+    _one_line(err, "meta.json", "8/255")
+    (tiny_root / "cifar10" / "clean_accuracy.json").write_text(json.dumps({"cifar10": {"clean": {}}}))
+    with pytest.raises(DataError) as err:
+        NB201Table(tiny_root).lookup(CELL_A, "nb201_clean_acc")
+    _one_line(err, "clean_accuracy.json", "malformed", "accuracy")
+    (tiny_root / "meta.json").write_text('{"ids": [1, 2]')
+    with pytest.raises(DataError) as err:
+        NB201Table(tiny_root).unique_cells()
+    _one_line(err, "meta.json", "corrupt JSON")
+    (tiny_root / "meta.json").unlink()
+    with pytest.raises(DataError) as err:
+        NB201Table(tiny_root)
+    _one_line(err, "meta.json", "missing")
+
+
+def test_bad_cells_metrics_and_candidates_are_named_in_one_line(tiny_root):
+    table = NB201Table(tiny_root)
+    with pytest.raises(SpecError) as err:
+        table.lookup(CELL_A, "nb201_pgd_acc_9")
+    _one_line(err, "nb201_pgd_acc_9", "unknown")
+    with pytest.raises(SpecError) as err:
+        table.lookup("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "nb201_clean_acc")
+    _one_line(err, "'conv'")
+    unknown_cell = make_cell(["none"] * 6)  # well-formed, absent from the synthetic meta
+    with pytest.raises(SpecError) as err:
+        table.lookup(unknown_cell, "nb201_clean_acc")
+    _one_line(err, unknown_cell, "meta.json")
+    with pytest.raises(SpecError) as err:
+        evaluate_nb201({"arch": "mobilenet_tiny", "cell": CELL_A}, ["nb201_clean_acc"], root=tiny_root)
+    _one_line(err, "candidate: arch")
+    with pytest.raises(SpecError) as err:
+        evaluate_nb201({"arch": "nb201", "cell": CELL_A}, ["natural_acc"], root=tiny_root)
+    _one_line(err, "natural_acc")
+
+
+@pytest.mark.parametrize(
+    ("cell", "fragment"),
+    [
+        ("|none~0|+|none~0|none~1|", "3 nodes"),
+        ("|none~0|+|none~0|+|none~0|none~1|none~2|", "node 2 needs 2"),
+        ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "'none~0'"),
+        ("|none~0|+|none~0|none~1|+|none~0|none~1|conv_5x5~2|", "conv_5x5"),
+        ("none~0+none~0|none~1+none~0|none~1|none~2", "node 1"),
+    ],
+)
+def test_config_rejects_malformed_cells(cell, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        NB201Config(cell=cell)
+
+
+def test_config_and_model_builder():
+    config = NB201Config.model_validate({"arch": "nb201", "cell": ARCH_13433})
+    assert config.model_dump() == {"arch": "nb201", "cell": ARCH_13433}
+    assert parse_cell(ARCH_13433) == ("avg_pool_3x3", "nor_conv_1x1", "skip_connect", "nor_conv_1x1", "nor_conv_1x1", "skip_connect")
+    with pytest.raises(ValueError, match="width_mult"):
+        NB201Config.model_validate({"arch": "nb201", "cell": ARCH_13433, "width_mult": 1.0})
+    with pytest.raises(ValueError, match="frozen"):
+        config.cell = ARCH_3
+    with pytest.raises(SpecError, match="not built or trained"):
+        build_nb201(config, in_channels=3, num_classes=10)
+
+
+def test_metric_names_and_descriptions():
+    assert NB201_METRICS["nb201_pgd_acc_2"].description == "PGD l_inf eps=2/255 (published, Jung et al. 2023)"
+    assert "eps=0.5/255" in NB201_METRICS["nb201_square_acc_0p5"].description
+    assert "FGSM" in NB201_METRICS["nb201_fgsm_acc_255"].description
+    assert all(m.direction == "maximize" and m.name.isidentifier() for m in NB201_METRICS.values())
+    assert len(NB201_METRICS) == 1 + 3 * 7 + 11 + 15 * 5
+
+
+# -- the published data ---------------------------------------------------------------------------------
+def test_published_values(real_table):
+    assert real_table.lookup(ARCH_13433, "nb201_clean_acc") == pytest.approx(0.893)
+    assert real_table.lookup(ARCH_13433, "nb201_pgd_acc_1") == pytest.approx(0.336)
+    assert real_table.isomorph_id(ARCH_13433) == 13433
+    assert len(real_table.unique_cells()) == 6466
+    assert len(real_table.metrics()) == len(NB201_METRICS)
+    values = real_table.values(["nb201_clean_acc", "nb201_pgd_acc_2", "nb201_square_acc_4"])
+    assert values.shape == (6466, 3) and np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+
+
+@pytest.mark.parametrize(("cell", "isomorph", "iso_id"), [(ARCH_217, ARCH_46, 46), (ARCH_25, ARCH_3, 3)])
+def test_non_canonical_cells_get_their_isomorphs_values(real_table, cell, isomorph, iso_id):
+    assert real_table.isomorph_id(cell) == iso_id
+    for metric in ("nb201_clean_acc", "nb201_pgd_acc_2", "nb201_fgsm_acc_1"):
+        assert real_table.lookup(cell, metric) == real_table.lookup(isomorph, metric)
+
+
+def test_evaluate_on_cifar100(real_root):
+    scores = evaluate_nb201({"arch": "nb201", "cell": ARCH_13433}, ["nb201_clean_acc"], root=real_root, dataset="cifar100")
+    assert 0.01 < scores["nb201_clean_acc"] < 1
+
+
+# -- the search space -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_space_yields_valid_cells(sampler):
+    samplers = {
+        "random": optuna.samplers.RandomSampler(seed=0),
+        "tpe": optuna.samplers.TPESampler(seed=0, n_startup_trials=4),
+        "nsga2": optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+    }
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=samplers[sampler])
+    seen = set()
+    for i in range(12):
+        trial = study.ask()
+        spec = nb201(trial)
+        assert NB201Config.model_validate(spec).model_dump() == spec
+        assert sorted(trial.params) == [f"edge_{k}" for k in range(6)]
+        seen.add(spec["cell"])
+        study.tell(trial, [i % 3 / 3, 1 - i % 4 / 4])
+    assert len(seen) > 1
+
+
+def test_space_ops_subset_and_bad_ops():
+    params = {f"edge_{k}": "nor_conv_3x3" for k in range(6)}
+    spec = nb201(optuna.trial.FixedTrial(params), ops=["nor_conv_3x3", "skip_connect"])
+    assert spec == {"arch": "nb201", "cell": make_cell(["nor_conv_3x3"] * 6)}
+    trial = optuna.create_study().ask()
+    for bad, fragment in (([], "at least one"), (["conv_5x5"], "conv_5x5"), ("none", "expected a list")):
+        with pytest.raises(SpecError, match=fragment) as err:
+            nb201(trial, ops=bad)
+        _one_line(err, "ops")
+    assert set(OPS) == {"none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"}
+
+
+# -- hypervolume and the bench --------------------------------------------------------------------------
+def _brute_force_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact volume of the union of boxes [reference, p] by inclusion-exclusion over all subsets."""
+    points = [p for p in points if np.all(p >= reference)]
+    total = 0.0
+    for size in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, size):
+            corner = np.min(subset, axis=0)
+            total += (-1) ** (size + 1) * float(np.prod(corner - reference))
+    return total
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_hypervolume_matches_brute_force(dims):
+    rng = np.random.default_rng(dims)
+    for n in (1, 2, 3, 5, 8):
+        for _ in range(4):
+            points = rng.integers(0, 6, size=(n, dims)) / 5 if n > 2 else rng.random((n, dims))
+            reference = np.full(dims, 0.1) if n == 5 else np.zeros(dims)  # n=5: some points below the reference
+            expected = _brute_force_hypervolume(points, reference)
+            assert bench.hypervolume(points, reference) == pytest.approx(expected, abs=1e-12)
+    assert bench.hypervolume(np.empty((0, 2)), [0, 0]) == 0.0
+    assert bench.hypervolume(np.array([[0.5, 0.5], [0.2, 0.9]]), [0, 0]) == pytest.approx(0.25 + 0.2 * 0.4)
+
+
+def test_mini_bench_returns_fractions(real_root):
+    runs, true_hv = bench.run_benchmark(
+        root=real_root, samplers=["random", "nsga2"], settings=["clean-pgd2", "clean-pgd2-square4"], seeds=1, trials=[5, 10]
+    )
+    assert set(true_hv) == {"clean-pgd2", "clean-pgd2-square4"} and all(v > 0 for v in true_hv.values())
+    assert len(runs) == 4
+    for run in runs:
+        assert 0 < run.fractions[5] <= run.fractions[10] <= 1
+    rows = bench.summarize(runs)
+    assert [(r["setting"], r["sampler"], r["seeds"]) for r in rows][0] == ("clean-pgd2", "random", 1)
+
+
+def test_random_search_reaches_about_085_of_the_true_front(real_root):
+    runs, _ = bench.run_benchmark(root=real_root, samplers=["random"], settings=["clean-pgd2"], seeds=10, trials=[100])
+    median = float(np.median([r.fractions[100] for r in runs]))
+    assert 0.78 < median < 0.93
+
+
+def test_bench_main_prints_the_table(real_root, capsys):
+    assert bench.main(["--root", str(real_root), "--seeds", "1", "--trials", "5,10", "--samplers", "random"]) == 0
+    out = capsys.readouterr().out
+    assert "HV@10" in out and "clean-pgd2-square4" in out and "random" in out
+
+
+def test_bench_main_bad_root_is_one_line(tmp_path, capsys):
+    assert bench.main(["--root", str(tmp_path / "nowhere"), "--seeds", "1", "--trials", "5", "--samplers", "random"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere" in err
