@@ -71,8 +71,10 @@ def export_candidate(
     }
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        f"# exported from study {config.name} trial {number}; train it with: dse train {out.name}\n"
-        + yaml.safe_dump(content, sort_keys=False)
+    how = (
+        "a lookup-table candidate (published results), not trainable"
+        if config.is_tabular
+        else f"train it with: dse train {out.name}"
     )
+    out.write_text(f"# exported from study {config.name} trial {number}; {how}\n" + yaml.safe_dump(content, sort_keys=False))
     return content

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from dse._errors import SpecError
 from dse.config import StudyConfig
@@ -46,20 +46,15 @@ def eval_settings_for(config: StudyConfig):
     return EvalSettings(attack=AttackConfig.from_dict(attack), **{**base, **section})
 
 
-def _constraints_from_attrs(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraint_values", []))
-
-
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The study's sampler, with the constraints wired in where the sampler supports them."""
+    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5)."""
     s = config.sampler
     options = dict(s.options)
-    constrained = {"constraints_func": _constraints_from_attrs} if config.constraints else {}
     factories = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **constrained, **options),
-        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **constrained, **options),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **constrained, **options),
-        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **constrained, **options),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **options),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **options),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **options),
         "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
     }
     try:
@@ -243,8 +238,10 @@ def _searcher_class():
             if any(not math.isfinite(v) for v in values):
                 return self._fail(trial, f"objective values are not finite: {dict(zip(self.config.objective_names(), values))}")
             violations: list[float] = []
-            for con in self.config.constraints:
-                violations += con.violations(metrics[con.metric])
+            for i, con in enumerate(self.config.constraints):
+                for j, v in enumerate(con.violations(metrics[con.metric])):
+                    trial.set_constraint(f"{i}.{j}:{con.describe()}", v)  # <= 0 means feasible
+                    violations.append(v)
             trial.set_user_attr("metrics", metrics)
             trial.set_user_attr("constraint_values", violations)
             trial.set_user_attr("measurement", str(result.get("measurement", "")))

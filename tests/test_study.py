@@ -1,0 +1,234 @@
+"""Study files, the Optuna + Ray Tune runner, resume after SIGINT/SIGKILL, tables, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from dse import SpecError
+from dse.config import load_study_config
+from dse.pareto import non_dominated_mask
+
+REPO = Path(__file__).resolve().parents[1]
+NB201 = REPO.parent / "shared" / "data" / "nb201-robustness"
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+TINY_DIGITS = {
+    "name": "tiny",
+    "data": {"dataset": "digits", "subset": 150, "val_fraction": 0.3},
+    "space": {"name": "mobilenet_tiny", "options": {"width_mult": [0.1, 0.2, 0.35], "expand_ratio": [1, 2]}},
+    "objectives": [{"name": "robust_acc"}, {"name": "params"}],
+    "metrics": ["natural_acc"],
+    "sampler": {"name": "random", "seed": 0},
+    "budget": {"n_trials": 3},
+    "recipe": {"method": "pgd_at", "epochs": 1, "batch_size": 50, "attack": {"name": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 1}, "eval_samples": 20},
+    "eval": {"attack": {"steps": 2}, "max_samples": 30},
+    "execution": {"concurrency": 2, "cpus_per_trial": 1},
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "study.yaml") -> Path:
+    data = {**data, "output_dir": str(tmp_path / "out")}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _nb201_study(tmp_path: Path, **changes) -> Path:
+    if not (NB201 / "meta.json").is_file():
+        pytest.skip(f"NB201 robustness data not found at {NB201}")
+    data = {
+        "name": "nb",
+        "space": {"name": "nb201"},
+        "objectives": ["nb201_clean_acc", "nb201_pgd_acc_2"],
+        "metrics": ["nb201_pgd_acc_8"],
+        "sampler": {"name": "nsga2", "seed": 1, "options": {"population_size": 6}},
+        "budget": {"n_trials": 8},
+        "lookup": {"root": str(NB201)},
+        "execution": {"concurrency": 2},
+        **changes,
+    }
+    return _write(tmp_path, data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_shutdown():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------- study files
+@pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
+def test_shipped_studies_validate(path):
+    config = load_study_config(path)
+    assert 2 <= len(config.objectives) <= 4
+    assert config.storage_url().startswith("sqlite:///") or config.storage
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"objectives": ["robust_acc"]}, "objectives"),
+        ({"objectives": ["robust_acc", "params", "macs", "lipschitz", "natural_acc"]}, "objectives"),
+        ({"objectives": ["robust_acc", "accuracy"]}, "unknown objective 'accuracy'"),
+        ({"objectives": [{"name": "robust_acc", "direction": "minimize"}, "params"]}, "robust_acc is to maximize"),
+        ({"constraints": [{"metric": "bops", "max": 1}]}, "constraints.0.metric"),
+        ({"constraints": [{"metric": "params"}]}, "needs max or min"),
+        ({"sampler": {"name": "cmaes"}}, "sampler.name"),
+        ({"budget": {"n_trials": 0}}, "budget.n_trials"),
+        ({"budget": {"wall_time": "soon"}}, "budget.wall_time"),
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"space": {"name": "darts"}}, "unknown space 'darts'"),
+        ({"recipe": {"method": "mart"}}, "recipe: method"),
+        ({"recipe": {"epochs": 0}}, "recipe: epochs"),
+        ({"eval": {"attack": {"norm": "l7"}}}, "eval"),
+        ({"objectives": ["robust_acc", "nb201_clean_acc"]}, "cannot be mixed"),
+        ({"name": "bad name!"}, "name"),
+    ],
+)
+def test_bad_study_files_name_the_field(tmp_path, change, fragment):
+    path = _write(tmp_path, {**TINY_DIGITS, **change})
+    with pytest.raises(SpecError) as info:
+        load_study_config(path)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message and "study.yaml" in message
+
+
+def test_cli_rejects_bad_study_with_exit_2(tmp_path, capsys):
+    from dse.cli import main
+
+    path = _write(tmp_path, {**TINY_DIGITS, "budget": {"n_trials": -1}})
+    assert main(["run", str(path)]) == 2
+    assert "budget.n_trials" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- running
+def test_tabular_study_through_ray_tune(tmp_path):
+    from dse.runner import run_study
+    from dse.results import load_tables
+
+    config = load_study_config(_nb201_study(tmp_path, constraints=[{"metric": "nb201_clean_acc", "min": 0.85}]))
+    outcome = run_study(config, show_progress=False)
+    assert outcome["complete"] == 8 and outcome["failed"] == 0
+    trials, epochs, meta = load_tables(config)
+    assert len(trials) == 8 and epochs.empty
+    table = pd.read_csv(outcome["table"])
+    done = table[table["state"] == "COMPLETE"]
+    # The table's Pareto set is the non-dominated set of the complete, feasible rows.
+    feasible = done[done["feasible"]]
+    mask = non_dominated_mask(feasible[["nb201_clean_acc", "nb201_pgd_acc_2"]].to_numpy(), ["maximize", "maximize"])
+    assert set(table.loc[table["pareto"], "number"]) == set(feasible["number"][mask])
+    # With a constraint, infeasible trials never reach the front.
+    assert not table.loc[table["pareto"] & ~table["feasible"]].shape[0]
+    assert (table.loc[~table["feasible"], "nb201_clean_acc"] < 0.85).all()
+    # Everything landed in the Optuna storage too (what optuna-dashboard shows).
+    study = optuna.load_study(study_name="nb", storage=config.storage_url())
+    t = study.trials[0]
+    assert t.user_attrs["candidate"]["arch"] == "nb201" and "nb201_pgd_acc_8" in t.user_attrs["metrics"]
+    assert len(study.trials[0].values) == 2
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    from dse.runner import run_study
+
+    config = load_study_config(_nb201_study(tmp_path, lookup={"root": str(tmp_path / "missing")}, budget={"n_trials": 3}))
+    outcome = run_study(config, show_progress=False)
+    assert outcome["failed"] == 3 and outcome["complete"] == 0
+    table = pd.read_csv(outcome["table"])
+    assert table["error"].str.contains("missing").all()
+
+
+def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys):
+    """A few real (tiny) adversarial-training trials through Ray Tune on the CPU."""
+    from dse.cli import main
+
+    path = _write(tmp_path, TINY_DIGITS)
+    assert main(["run", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["complete"] == 3, result
+    assert Path(result["report"]).is_file()
+    epochs = pd.read_csv(result["epochs"])
+    assert set(epochs["number"]) == {0, 1, 2} and "val_robust_acc" in epochs
+    table = pd.read_csv(result["table"])
+    assert table["measurement"].str.contains("PGD-2").all()
+    assert all(Path(p).is_file() for p in table["checkpoint"])
+    exported = tmp_path / "picked.yaml"
+    assert main(["export", str(path), "--pick", "best:robust_acc", "-o", str(exported), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(exported), "-o", str(tmp_path / "full.pt"), "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    picked = yaml.safe_load(exported.read_text())
+    assert trained["candidate"]["width_mult"] == picked["width_mult"] and trained["epochs"] == 1
+
+
+def test_run_refuses_an_existing_study_and_resume_with_nothing_left(tmp_path):
+    from dse.runner import run_study
+
+    config = load_study_config(_nb201_study(tmp_path, budget={"n_trials": 2}))
+    run_study(config, show_progress=False)
+    with pytest.raises(SpecError, match="dse resume"):
+        run_study(config, show_progress=False)
+    outcome = run_study(config, resume=True, show_progress=False)
+    assert outcome["complete"] == 2
+
+
+def _complete_trials(storage: str) -> dict[int, tuple]:
+    if not Path(storage.removeprefix("sqlite:///")).is_file():
+        return {}
+    try:
+        study = optuna.load_study(study_name="tiny", storage=storage)
+    except KeyError:
+        return {}
+    return {t.number: (tuple(t.values), json.dumps(t.params, sort_keys=True)) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_resume_after_the_driver_is_killed(tmp_path, sig):
+    import ray
+
+    ray.shutdown()  # this test stops every Ray process on the machine afterwards
+    study = {**TINY_DIGITS, "budget": {"n_trials": 6}, "execution": {"concurrency": 1, "cpus_per_trial": 1}}
+    path = _write(tmp_path, study)
+    storage = f"sqlite:///{(tmp_path / 'out' / 'study.db').resolve()}"
+    exe = str(Path(sys.executable).parent / "dse")
+    proc = subprocess.Popen([exe, "run", str(path), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while len(_complete_trials(storage)) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no trial completed in time"
+            time.sleep(0.5)
+        before = _complete_trials(storage)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stderr.close()
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, check=False)
+    before = {**before, **_complete_trials(storage)}  # a trial may finish while the driver stops
+    assert 2 <= len(before) < 6
+    done = subprocess.run([exe, "resume", str(path), "--no-report"], capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = _complete_trials(storage)
+    assert len(after) == 6, "the budget counts finished trials: exactly 6 complete, none repeated"
+    for number, record in before.items():
+        assert after[number] == record, "a completed trial was lost or changed"
+    study_obj = optuna.load_study(study_name="tiny", storage=storage)
+    for t in study_obj.trials:
+        if "retry_of" in t.user_attrs:
+            assert t.user_attrs["retry_of"] not in before, "a completed trial was run again"
