@@ -13,8 +13,8 @@ Settings (all accuracies maximized, reference point 0):
 * ``clean-pgd2-fgsm1`` (not run by default): ``nb201_clean_acc``, ``nb201_pgd_acc_2``, ``nb201_fgsm_acc_1``.
 
 A sampler's duplicate suggestions are told the same value again, as in a user's study. GPSampler is
-slow here (about 70 s per 100-trial study with 2 objectives and 225 s with 3, on 2 CPU cores), so it
-runs ``--gp-seeds`` seeds (default 3), as the table says.
+slow here (1 to 4 minutes per 100-trial study on 2 shared CPU cores, against well under a second for
+the others), so it runs ``--gp-seeds`` seeds (default 3), as the table says.
 
 Usage: ``python bench/search_efficiency.py [--seeds 10] [--trials 25,50,100] [--dataset cifar10]
 [--root DIR] [--samplers nsga2,nsga3,tpe,gp,random] [--settings clean-pgd2,clean-pgd2-square4]``
@@ -285,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(_format(runs, true_hv, dataset=args.dataset, table=table))
     if "gp" in args.samplers and args.gp_seeds < args.seeds:
-        print(f"gp ran {min(args.gp_seeds, args.seeds)} seeds, not {args.seeds}: GPSampler takes about 70 s (2 objectives)"
-              " to 225 s (3 objectives) per 100-trial study on 2 CPU cores (--gp-seeds)")
+        print(f"gp ran {min(args.gp_seeds, args.seeds)} seeds, not {args.seeds}: GPSampler takes 1 to 4 minutes per"
+              " 100-trial study on 2 CPU cores (--gp-seeds)")
     print(f"NSGA-II/III population {args.population_size}; TPE, GP and random with Optuna's defaults; seeds 0..N-1")
     return 0
 

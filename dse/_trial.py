@@ -82,9 +82,11 @@ def run_trial(config: dict[str, Any]) -> None:
     An exception is reported as ``error`` (type, message and traceback) so that the searcher
     records the trial as failed with its reason; the study goes on.
     """
+    import ray
     from ray import tune
 
     start = time.perf_counter()
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     checkpoint = Path(config["checkpoint"]) if config.get("checkpoint") else None
 
     def report(metrics: dict[str, float]) -> None:
@@ -93,6 +95,6 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         scores = evaluate_candidate(config["candidate"], config["study"], report, checkpoint)
     except Exception as err:  # recorded as the trial's failure reason by the searcher, never dropped
-        tune.report({"done_trial": 1, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
+        tune.report({"done_trial": 1, "node": node, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
         return
-    tune.report({**scores, "done_trial": 1, "duration_s": time.perf_counter() - start})
+    tune.report({**scores, "done_trial": 1, "node": node, "duration_s": time.perf_counter() - start})

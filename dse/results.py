@@ -44,6 +44,7 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "candidate": json.dumps(candidate, sort_keys=False),
             "measurement": t.user_attrs.get("measurement"),
             "checkpoint": t.user_attrs.get("checkpoint"),
+            "node": t.user_attrs.get("node"),
         }
         for name in names:
             row[name] = float(metrics[name]) if name in metrics else math.nan

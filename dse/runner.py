@@ -214,6 +214,8 @@ def _searcher_class():
             trial = self.live.pop(trial_id, None)
             if trial is None:
                 return
+            if result and result.get("node"):
+                trial.set_user_attr("node", str(result["node"]))
             if error or result is None or not result.get("done_trial"):
                 reason = (result or {}).get("error") or "the Ray trial errored or stopped before reporting its result"
                 self._fail(trial, reason, (result or {}).get("traceback"))

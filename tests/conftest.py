@@ -32,7 +32,7 @@ def trained_digits_model(digits):
     """A naturally trained tiny MobileNet (a few seconds): well above chance, not robust."""
     seed_everything(0)
     model = make_model(digits)
-    train(model, digits, default_recipe("digits", method="natural", epochs=6, eval_every=0), device="cpu")
+    train(model, digits, default_recipe("digits", method="natural", epochs=10, warmup_epochs=1, eval_every=0), device="cpu")
     return model.eval()
 
 
