@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
 from pydantic import ValidationError
 
-__all__ = ["one_line_error"]
+from dse._errors import SpecError
+
+__all__ = ["one_line_error", "read_yaml_mapping"]
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """Reads a YAML file that must hold a mapping, with ``yaml.safe_load``.
+
+    Raises:
+        SpecError: One line naming the file: unreadable, not YAML, or not a mapping.
+    """
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except OSError as err:
+        raise SpecError(f"{p}: cannot read {what} file: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(loaded, dict):
+        raise SpecError(f"{p}: expected a mapping of {what} fields")
+    return loaded
 
 
 def one_line_error(err: ValidationError, *, where: str) -> str:

@@ -429,7 +429,21 @@ def _pgd_once(
         x_adv = _project(x + _random_delta(x, eps, norm, generator), x, eps, norm)
     else:
         x_adv = x.clone()
-    objective = _loss_objective(y, loss)
+    return _ascend(model, x, x_adv, _loss_objective(y, loss), eps=eps, step_size=step_size, steps=steps, norm=norm)
+
+
+def _ascend(
+    model: nn.Module,
+    x: Tensor,
+    x_adv: Tensor,
+    objective: Callable[[Tensor], Tensor],
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str,
+) -> Tensor:
+    """``steps`` ascent steps on ``objective`` from ``x_adv``, projected onto the ball around ``x`` and the box."""
     for _ in range(steps):
         grad = _input_grad(model, x_adv, objective)
         x_adv = _project(_ascent_step(x_adv, grad, step_size, norm), x, eps, norm)
@@ -679,10 +693,7 @@ def trades_adversary(
             return F.kl_div(F.log_softmax(logits, dim=1), p_natural, reduction="sum")
 
         x_adv = _project(x + 0.001 * _noise("randn", x, generator), x, eps, norm)
-        for _ in range(steps):
-            grad = _input_grad(model, x_adv, objective)
-            x_adv = _project(_ascent_step(x_adv, grad, step_size, norm), x, eps, norm)
-        return x_adv.detach()
+        return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps, norm=norm)
 
 
 def run_attack(

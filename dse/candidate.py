@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from dse._errors import SpecError
+from dse._validation import read_yaml_mapping
 from dse.models import validate_candidate
 
 __all__ = ["SECTIONS", "CandidateFile", "dump_candidate_file", "load_candidate_file", "parse_set_args"]
@@ -75,18 +76,7 @@ def load_candidate_file(path: str | os.PathLike[str] | None, overrides: Sequence
     """
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as err:
-            raise SpecError(f"{p}: cannot read candidate file: {err.strerror}") from err
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise SpecError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from err
-        if not isinstance(loaded, Mapping):
-            raise SpecError(f"{p}: expected a mapping of candidate keys")
-        data = dict(loaded)
+        data = read_yaml_mapping(path, "candidate")
     for key, value in parse_set_args(overrides).items():
         if key in SECTIONS:
             data[key] = {**(data.get(key) or {}), **value}

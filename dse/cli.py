@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from dse._errors import DseError, SpecError
+from dse._validation import read_yaml_mapping
 from dse.candidate import CandidateFile, load_candidate_file
 from dse.checkpoint import load_checkpoint, save_checkpoint
 from dse.data import DATASETS, dataset_spec, load_dataset
@@ -111,20 +112,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val"), default="test")
     _add_eval_args(p)
     return parser
-
-
-def _read_yaml_mapping(path: str, what: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read {what} file: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from err
-    if not isinstance(loaded, dict):
-        raise SpecError(f"{path}: expected a mapping of {what} fields")
-    return loaded
 
 
 def _data_options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +211,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     opts = _data_options(args, cf.section("data"))
     recipe_fields = cf.section("recipe")
     if args.recipe:
-        recipe_fields.update(_read_yaml_mapping(args.recipe, "recipe"))
+        recipe_fields.update(read_yaml_mapping(args.recipe, "recipe"))
     for flag in ("method", "epochs", "batch_size", "lr", "seed"):
         value = getattr(args, flag)
         if value is not None:

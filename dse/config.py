@@ -13,11 +13,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dse._errors import SpecError
-from dse._validation import one_line_error
+from dse._validation import one_line_error, read_yaml_mapping
 
 __all__ = [
     "BudgetConfig",
@@ -248,14 +247,7 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
         SpecError: ``FILE: field.path: message`` on the first problem.
     """
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as err:
-        raise SpecError(f"{p}: cannot read study file: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise SpecError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from err
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: expected a mapping of study fields")
+    data = read_yaml_mapping(p, "study")
     for key, value in (overrides or {}).items():
         section, _, field = key.partition(".")
         if field:
