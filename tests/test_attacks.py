@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dse._errors import SpecError
@@ -470,3 +471,35 @@ def test_run_attack_dispatch(digits: Digits) -> None:
     )
     with pytest.raises(SpecError):
         run_attack(m, x, y, {"name": "pgd"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("attack", ["pgd", "fgsm", "trades"])
+def test_batch_statistics_mode_leaves_running_stats_and_modes_untouched(attack):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10))
+    model.train()
+    model(torch.rand(16, 1, 8, 8))  # give the running statistics non-default values
+    bn = model[1]
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    if attack == "pgd":
+        x_adv = pgd(model, x, y, eps=0.1, step_size=0.05, steps=3, bn="batch")
+    elif attack == "fgsm":
+        x_adv = fgsm(model, x, y, eps=0.1, random_start=True, bn="batch")
+    else:
+        x_adv = trades_adversary(model, x, eps=0.1, step_size=0.05, steps=3, bn="batch")
+    after = bn.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert bn.momentum == 0.1 and model.training and bn.training
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    # With batch statistics the attack sees the function being trained: the loss it reaches in
+    # train mode is at least that of the clean input.
+    with torch.no_grad():
+        assert F.cross_entropy(model(x_adv), y) >= F.cross_entropy(model(x), y) - 1e-4 or attack == "trades"
+
+
+def test_unknown_bn_mode_is_named():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(SpecError, match="bn"):
+        pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), eps=0.1, step_size=0.05, steps=1, bn="frozen")
