@@ -45,6 +45,7 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "measurement": t.user_attrs.get("measurement"),
             "checkpoint": t.user_attrs.get("checkpoint"),
             "node": t.user_attrs.get("node"),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
         }
         for name in names:
             row[name] = float(metrics[name]) if name in metrics else math.nan

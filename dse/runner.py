@@ -29,6 +29,8 @@ __all__ = ["AskTellSearcher", "StudyOutcome", "eval_settings_for", "make_sampler
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted: the driver stopped before the trial finished"
+#: How often in a row the sampler may propose already-scored candidates before the space counts as exhausted.
+MAX_REPEATED_ASKS = 50
 
 
 def eval_settings_for(config: StudyConfig):
@@ -86,15 +88,17 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     trials = study.get_trials(deepcopy=False)
     return {
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "duplicates": sum(t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs for t in trials),
         "failed": sum(t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED for t in trials),
         "running": sum(t.state == TrialState.RUNNING for t in trials),
     }
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: complete, or failed for a reason of their own."""
+    """Trials that count against the budget: complete (not a repeat of another candidate), or
+    failed for a reason of their own."""
     c = _counts(study)
-    return c["complete"] + c["failed"]
+    return c["complete"] - c["duplicates"] + c["failed"]
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -142,7 +146,7 @@ class _Progress:
 
     def update(self, note: str = "") -> None:
         c = _counts(self.study)
-        done = c["complete"] + c["failed"]
+        done = c["complete"] - c["duplicates"] + c["failed"]
         status = f"running={c['running']} failed={c['failed']} pareto={_pareto_size(self.study)}"
         if self.bar is not None:
             self.bar.n = min(done, self.total)
@@ -176,6 +180,7 @@ def _searcher_class():
             self.study, self.config, self.budget, self.progress = study, config, budget, progress
             self.study_dict = config.to_dict()
             self.live: dict[str, optuna.Trial] = {}
+            self.waiting: dict[str, list[optuna.Trial]] = {}
             self.asked = 0
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -184,20 +189,55 @@ def _searcher_class():
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             if self.asked >= self.budget:
                 return Searcher.FINISHED
-            trial = self.study.ask()
-            try:
-                candidate = suggest(self.config.space.name, trial, self.config.space.options)
-                candidate = {**candidate, **self.config.space.fixed}
-            except Exception as err:
-                self._fail(trial, f"search space: {type(err).__name__}: {err}")
-                raise
-            trial.set_user_attr("candidate", candidate)
+            for _ in range(MAX_REPEATED_ASKS):
+                trial = self.study.ask()
+                try:
+                    candidate = suggest(self.config.space.name, trial, self.config.space.options)
+                    candidate = {**candidate, **self.config.space.fixed}
+                except Exception as err:
+                    self._fail(trial, f"search space: {type(err).__name__}: {err}")
+                    raise
+                trial.set_user_attr("candidate", candidate)
+                previous = self._completed_with(candidate)
+                running = next((tid for tid, t in self.live.items() if t.user_attrs.get("candidate") == candidate), None)
+                if previous is not None:
+                    self._tell_repeat(trial, previous)
+                elif running is not None:  # the same candidate is being trained: take its result when it ends
+                    self.waiting.setdefault(running, []).append(trial)
+                else:
+                    break
+            else:
+                logger.warning("the sampler proposed only already-scored candidates %d times: the space looks exhausted", MAX_REPEATED_ASKS)
+                return Searcher.FINISHED
             self.live[trial_id] = trial
             self.asked += 1
             ckpt = None if self.config.is_tabular else str((self.config.out_dir() / "trials" / f"{trial.number:04d}.pt").resolve())
             if ckpt:
                 trial.set_user_attr("checkpoint", ckpt)
             return {"candidate": candidate, "study": self.study_dict, "number": trial.number, "checkpoint": ckpt}
+
+        def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if t.user_attrs.get("candidate") == candidate and "duplicate_of" not in t.user_attrs:
+                    return t
+            return None
+
+        def _tell_repeat(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> None:
+            """A candidate already scored: reuse its result instead of training it again."""
+            for key in ("metrics", "constraint_values", "measurement", "checkpoint", "history", "node"):
+                if key in previous.user_attrs:
+                    trial.set_user_attr(key, previous.user_attrs[key])
+            for key, value in previous.user_attrs.get("constraint_names", {}).items():
+                trial.set_constraint(key, value)
+            trial.set_user_attr("duplicate_of", previous.number)
+            self.study.tell(trial, previous.values)
+            logger.info("trial %d repeats trial %d's candidate: its result is reused", trial.number, previous.number)
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: the state lives in the Optuna storage (``dse resume`` reads it)."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            """See :meth:`save`."""
 
         def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
             trial = self.live.get(trial_id)
@@ -223,6 +263,12 @@ def _searcher_class():
                 self._fail(trial, result["error"], result.get("traceback"))
             else:
                 self._complete(trial, result)
+            finished = self.study._storage.get_trial(trial._trial_id)
+            for repeat in self.waiting.pop(trial_id, []):
+                if finished.state == TrialState.COMPLETE:
+                    self._tell_repeat(repeat, finished)
+                else:
+                    self._fail(repeat, f"repeats trial {trial.number}'s candidate, which failed: {finished.user_attrs.get('error')}")
             if self.progress:
                 self.progress.update()
 
@@ -240,10 +286,13 @@ def _searcher_class():
             if any(not math.isfinite(v) for v in values):
                 return self._fail(trial, f"objective values are not finite: {dict(zip(self.config.objective_names(), values))}")
             violations: list[float] = []
+            names: dict[str, float] = {}
             for i, con in enumerate(self.config.constraints):
                 for j, v in enumerate(con.violations(metrics[con.metric])):
+                    names[f"{i}.{j}:{con.describe()}"] = v
                     trial.set_constraint(f"{i}.{j}:{con.describe()}", v)  # <= 0 means feasible
                     violations.append(v)
+            trial.set_user_attr("constraint_names", names)
             trial.set_user_attr("metrics", metrics)
             trial.set_user_attr("constraint_values", violations)
             trial.set_user_attr("measurement", str(result.get("measurement", "")))
@@ -254,7 +303,8 @@ def _searcher_class():
 
 
 class StudyOutcome(dict):
-    """What a run ended with: counts, the table and report paths."""
+    """What a run ended with: distinct complete trials, repeats (reused results), failed trials,
+    the Pareto-set size, the storage and the table paths."""
 
 
 def _init_ray(config: StudyConfig, address: str | None) -> None:
@@ -345,5 +395,10 @@ def run_study(
     paths = write_tables(study, config)
     c = _counts(study)
     return StudyOutcome(
-        complete=c["complete"], failed=c["failed"], pareto=_pareto_size(study), storage=storage or config.storage_url(), **paths
+        complete=c["complete"] - c["duplicates"],
+        repeats=c["duplicates"],
+        failed=c["failed"],
+        pareto=_pareto_size(study),
+        storage=storage or config.storage_url(),
+        **paths,
     )

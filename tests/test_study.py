@@ -27,7 +27,7 @@ STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 TINY_DIGITS = {
     "name": "tiny",
     "data": {"dataset": "digits", "subset": 150, "val_fraction": 0.3},
-    "space": {"name": "mobilenet_tiny", "options": {"width_mult": [0.1, 0.2, 0.35], "expand_ratio": [1, 2]}},
+    "space": {"name": "mobilenet_tiny", "options": {"width_mult": [0.1, 0.15, 0.2, 0.25, 0.35], "expand_ratio": [1, 2]}},
     "objectives": [{"name": "robust_acc"}, {"name": "params"}],
     "metrics": ["natural_acc"],
     "sampler": {"name": "random", "seed": 0},
@@ -175,6 +175,20 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     assert trained["candidate"]["width_mult"] == picked["width_mult"] and trained["epochs"] == 1
 
 
+def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study(tmp_path):
+    from dse.runner import MAX_REPEATED_ASKS, run_study
+
+    config = load_study_config(
+        _nb201_study(tmp_path, space={"name": "nb201", "options": {"ops": ["nor_conv_3x3"]}}, budget={"n_trials": 3})
+    )
+    outcome = run_study(config, show_progress=False)
+    assert outcome["complete"] == 1 and outcome["repeats"] == MAX_REPEATED_ASKS
+    table = pd.read_csv(outcome["table"])
+    repeats = table[table["duplicate_of"].notna()]
+    assert (repeats["duplicate_of"] == 0).all()
+    assert (repeats["nb201_clean_acc"] == table.loc[0, "nb201_clean_acc"]).all()
+
+
 def test_run_refuses_an_existing_study_and_resume_with_nothing_left(tmp_path):
     from dse.runner import run_study
 
@@ -193,7 +207,11 @@ def _complete_trials(storage: str) -> dict[int, tuple]:
         study = optuna.load_study(study_name="tiny", storage=storage)
     except KeyError:
         return {}
-    return {t.number: (tuple(t.values), json.dumps(t.params, sort_keys=True)) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    return {
+        t.number: (tuple(t.values), json.dumps(t.params, sort_keys=True))
+        for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if "duplicate_of" not in t.user_attrs
+    }
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
@@ -225,7 +243,9 @@ def test_resume_after_the_driver_is_killed(tmp_path, sig):
     done = subprocess.run([exe, "resume", str(path), "--no-report"], capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     after = _complete_trials(storage)
-    assert len(after) == 6, "the budget counts finished trials: exactly 6 complete, none repeated"
+    assert len(after) == 6, "the budget counts finished distinct trials: exactly 6 complete, none repeated"
+    candidates = [json.loads(p) for _, p in after.values()]
+    assert len({json.dumps(c, sort_keys=True) for c in candidates}) == 6, "no candidate was trained twice"
     for number, record in before.items():
         assert after[number] == record, "a completed trial was lost or changed"
     study_obj = optuna.load_study(study_name="tiny", storage=storage)
