@@ -64,7 +64,11 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     seed_everything(recipe.seed)
     spec = dataset.spec
     model = build_model(candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    history = train(model, dataset, recipe, eval_settings=settings, callback=report, device=device)
+    from dse.compression import training_hooks
+    from dse.models import validate_candidate
+
+    hooks = training_hooks(model, validate_candidate(candidate).compression, recipe.epochs)
+    history = train(model, dataset, recipe, eval_settings=settings, callback=report, device=device, hooks=hooks)
     val = dataset.val.to(device)
     scores = evaluate_objectives(model, val, settings, names)
     if checkpoint is not None:

@@ -23,7 +23,8 @@ from dse._validation import read_yaml_mapping
 from dse.candidate import CandidateFile, load_candidate_file
 from dse.checkpoint import load_checkpoint, save_checkpoint
 from dse.data import DATASETS, dataset_spec, load_dataset
-from dse.models import build_model
+from dse.compression import training_hooks
+from dse.models import build_model, validate_candidate
 from dse.profile import profile_model
 from dse.training import Recipe, default_eval_settings, default_recipe, resolve_device, seed_everything, train
 from objectives import EvalSettings, evaluate_objectives, measurement
@@ -175,8 +176,6 @@ def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     spec = dataset_spec(name)
     model = build_model(cf.candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
     prof = profile_model(model, in_channels=spec.in_channels, image_size=spec.image_size)
-    from objectives import OBJECTIVES
-
     result: dict[str, Any] = {
         "candidate": cf.candidate,
         "dataset": name,
@@ -185,14 +184,39 @@ def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
         "macs": prof["macs"],
         "params_M": round(prof["params"] / 1e6, 4),
         "macs_M": round(prof["macs"] / 1e6, 4),
-        "lipschitz_bound": OBJECTIVES["lipschitz_bound"].fn(model, None, None),
+        "lipschitz_bound": _lipschitz_bound_or_none(model),
     }
+    result.update(_compression_costs(model, spec))
     if args.layers:
         result["layers"] = prof["layers"]
         if not args.json:
             for layer in prof["layers"]:
                 sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")
     return result
+
+
+def _lipschitz_bound_or_none(model) -> float | None:
+    """Eq. 5 is defined for inverted-residual networks only."""
+    from objectives import OBJECTIVES
+
+    try:
+        return OBJECTIVES["lipschitz_bound"].fn(model, None, None)
+    except ValueError:
+        return None
+
+
+def _compression_costs(model, spec) -> dict[str, Any]:
+    """BOPS, bit-packed and DEFLATE-compressed size, and measured sparsity of one model."""
+    from dse.data import Split
+    from objectives._compression import bops, compressed_bytes, size_bytes, sparsity
+
+    probe = Split(x=torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size), y=torch.zeros(1, dtype=torch.long))
+    return {
+        "bops": bops(model, probe, None),
+        "size_bytes": size_bytes(model, probe, None),
+        "compressed_bytes": compressed_bytes(model, probe, None),
+        "sparsity": sparsity(model, probe, None),
+    }
 
 
 def _score(model, data, settings: EvalSettings, split: str) -> dict[str, Any]:
@@ -229,7 +253,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         recipe.method, recipe.epochs, device,
     )
     start = time.perf_counter()
-    history = train(model, dataset, recipe, eval_settings=settings, device=device)
+    hooks = training_hooks(model, validate_candidate(cf.candidate).compression, recipe.epochs)
+    history = train(model, dataset, recipe, eval_settings=settings, device=device, hooks=hooks)
     train_seconds = time.perf_counter() - start
     scores = _score(model, dataset.test.to(device), settings, "test")
     name = f"{cf.candidate['arch']}-{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -274,6 +274,12 @@ def _absolute_paths(config: StudyConfig) -> StudyConfig:
 
 def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
     """Validates the parts checked by other modules: recipe, eval settings and space options."""
+    from search_spaces import check_options
+
+    try:
+        check_options(config.space.name, config.space.options)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from err
     if config.is_tabular:
         return
     from dse.training import default_recipe

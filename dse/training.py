@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -261,6 +261,7 @@ def train(
     eval_settings: EvalSettings | None = None,
     callback: EpochCallback | None = None,
     device: torch.device | str | None = None,
+    hooks: Sequence[Any] = (),
 ) -> list[dict[str, float]]:
     """Trains ``model`` in place and returns the per-epoch metrics.
 
@@ -275,6 +276,9 @@ def train(
         eval_settings: Per-epoch validation evaluation (default: the data set's default).
         callback: Called with each epoch's metrics.
         device: Where to train (default: CUDA when present, else CPU).
+        hooks: Compression hooks (pruning, INQ; see :func:`dse.compression.training_hooks`): their
+            ``penalty()`` is added to the loss, ``after_step()`` runs after each optimizer step,
+            ``on_epoch_end(epoch)`` after each epoch and ``finalize()`` after the last.
 
     Returns:
         One dict of metrics per epoch.
@@ -313,6 +317,9 @@ def train(
             x = x.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, enabled=use_amp):
                 loss, logits = _adversarial_loss(model, x, y, recipe, attack_gen)
+                for hook in hooks:
+                    if hasattr(hook, "penalty"):
+                        loss = loss + hook.penalty()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch}: loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
@@ -323,9 +330,17 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            for hook in hooks:
+                if hasattr(hook, "after_step"):
+                    hook.after_step()
             total_loss += loss.item() * y.shape[0]
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.shape[0]
+        for hook in hooks:
+            if hasattr(hook, "on_epoch_end"):
+                hook.on_epoch_end(epoch)
+            if epoch == recipe.epochs and hasattr(hook, "finalize"):
+                hook.finalize()
         metrics: dict[str, float] = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],

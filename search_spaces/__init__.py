@@ -11,17 +11,44 @@ from typing import Any
 import optuna
 
 from dse._errors import SpecError
+from search_spaces.joint import JointOptions, joint
 from search_spaces.mobilenet_tiny import mobilenet_tiny
 from search_spaces.nb201 import nb201
+from search_spaces.pruning import PruningOptions, pruning
+from search_spaces.quantization import QuantizationOptions, parse_options, quantization
 
-__all__ = ["SEARCH_SPACES", "SearchSpace", "get_search_space", "mobilenet_tiny", "nb201", "suggest"]
+__all__ = [
+    "SEARCH_SPACES",
+    "SearchSpace",
+    "check_options",
+    "get_search_space",
+    "joint",
+    "mobilenet_tiny",
+    "nb201",
+    "pruning",
+    "quantization",
+    "suggest",
+]
 
 SearchSpace = Callable[..., dict[str, Any]]
 
 SEARCH_SPACES: dict[str, SearchSpace] = {
     "mobilenet_tiny": mobilenet_tiny,
     "nb201": nb201,
+    "quantization": quantization,
+    "pruning": pruning,
+    "joint": joint,
 }
+
+#: Option models of the spaces that validate their options up front (when a study file is read).
+_OPTION_MODELS = {"quantization": QuantizationOptions, "pruning": PruningOptions, "joint": JointOptions}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Validates a space's options without a trial (one-line SpecError naming the field)."""
+    get_search_space(name)
+    if name in _OPTION_MODELS:
+        parse_options(_OPTION_MODELS[name], options, f"space {name}")
 
 
 def get_search_space(name: str) -> SearchSpace:

@@ -11,12 +11,14 @@ from torch import nn
 
 from dse._errors import SpecError
 from dse._validation import one_line_error
+from dse.compression import COMPRESSION_KEYS, CompressionConfig, apply_compression
 from dse.models._layers import Normalize, make_divisible
 from dse.models._mobilenet_tiny import MobileNetTiny, MobileNetTinyConfig, build_mobilenet_tiny
 
 __all__ = [
     "ARCHS",
     "ArchEntry",
+    "Candidate",
     "MobileNetTiny",
     "MobileNetTinyConfig",
     "Normalize",
@@ -47,12 +49,30 @@ ARCHS: dict[str, ArchEntry] = {
 }
 
 
-def validate_candidate(candidate: Mapping[str, Any], *, where: str = "candidate") -> BaseModel:
-    """Validates a candidate mapping against its architecture's keys and ranges.
+@dataclass(frozen=True)
+class Candidate:
+    """A validated candidate: the architecture's keys and the compression keys."""
+
+    arch_config: BaseModel
+    compression: CompressionConfig
+
+    @property
+    def arch(self) -> str:
+        return self.arch_config.arch  # type: ignore[attr-defined]
+
+    def model_dump(self) -> dict[str, Any]:
+        """Plain data: architecture keys, then the compression keys that differ from the defaults."""
+        return {**self.arch_config.model_dump(), **self.compression.model_dump(exclude_defaults=True)}
+
+
+def validate_candidate(candidate: Mapping[str, Any], *, where: str = "candidate") -> Candidate:
+    """Validates a candidate mapping against its architecture's keys and the compression keys.
 
     Raises:
-        SpecError: One line naming the unknown arch, unknown key or bad value.
+        SpecError: One line naming the unknown arch, unknown key, bad value or impossible combination.
     """
+    if isinstance(candidate, Candidate):
+        return candidate
     if not isinstance(candidate, Mapping):
         raise SpecError(f"{where}: expected a mapping of candidate keys, got {type(candidate).__name__}")
     arch = candidate.get("arch")
@@ -60,21 +80,27 @@ def validate_candidate(candidate: Mapping[str, Any], *, where: str = "candidate"
         raise SpecError(f"{where}: arch: missing (known: {', '.join(sorted(ARCHS))})")
     if arch not in ARCHS:
         raise SpecError(f"{where}: arch: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    arch_keys = {k: v for k, v in candidate.items() if k not in COMPRESSION_KEYS}
+    compression_keys = {k: v for k, v in candidate.items() if k in COMPRESSION_KEYS}
     try:
-        return ARCHS[arch].config_cls.model_validate(dict(candidate))
+        arch_config = ARCHS[arch].config_cls.model_validate(arch_keys)
+        compression = CompressionConfig.model_validate(compression_keys)
     except ValidationError as err:
         raise SpecError(one_line_error(err, where=where)) from err
+    return Candidate(arch_config, compression)
 
 
 def build_model(
-    candidate: Mapping[str, Any] | BaseModel,
+    candidate: Mapping[str, Any] | Candidate,
     *,
     in_channels: int,
     num_classes: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> nn.Module:
-    """Builds the model of a candidate for a data set's channels, classes and normalization."""
-    config = candidate if isinstance(candidate, BaseModel) else validate_candidate(candidate)
-    entry = ARCHS[config.arch]  # type: ignore[attr-defined]
-    return entry.build(config, in_channels=in_channels, num_classes=num_classes, mean=mean, std=std)
+    """Builds the model of a candidate for a data set's channels, classes and normalization,
+    with its quantized layers and pruning masks."""
+    validated = validate_candidate(candidate)
+    entry = ARCHS[validated.arch]
+    model = entry.build(validated.arch_config, in_channels=in_channels, num_classes=num_classes, mean=mean, std=std)
+    return apply_compression(model, validated.compression)

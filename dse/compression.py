@@ -1,0 +1,140 @@
+"""Compression candidate keys (quantization and pruning) and their training hooks.
+
+The keys are flat, so ``--set`` flags and study files share them::
+
+    quant: none | fixed | mbn | pow2
+    weight_bits, act_bits          # fixed (1..8), pow2 (weight_bits 2..8, act_bits optional)
+    weight_bases, act_bases        # mbn (1..8); XNOR-Net is mbn with 1 and 1
+    first_last_bits: 8 | 32        # first conv and last linear: 8-bit or full precision
+    prune_scheme: none | irregular | funnel | structured | admm | dns
+    prune_ratio: [0, 1)
+
+Impossible combinations (bases with fixed-point, bits with multi-bit, 0 bases, 9 bits, a
+pruning ratio of 1.0 or a ratio without a scheme) are rejected when the candidate is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+__all__ = ["COMPRESSION_KEYS", "CompressionConfig", "TrainingHook", "apply_compression", "training_hooks"]
+
+
+class CompressionConfig(BaseModel):
+    """The compression part of a candidate (defaults: no quantization, no pruning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quant: Literal["none", "fixed", "mbn", "pow2"] = "none"
+    weight_bits: int | None = Field(None, ge=1, le=8)
+    act_bits: int | None = Field(None, ge=1, le=8)
+    weight_bases: int | None = Field(None, ge=1, le=8)
+    act_bases: int | None = Field(None, ge=1, le=8)
+    first_last_bits: Literal[8, 32] = 8
+    prune_scheme: Literal["none", "irregular", "funnel", "structured", "admm", "dns"] = "none"
+    prune_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> CompressionConfig:
+        bits = {"weight_bits": self.weight_bits, "act_bits": self.act_bits}
+        bases = {"weight_bases": self.weight_bases, "act_bases": self.act_bases}
+        if self.quant in ("none", "fixed", "pow2"):
+            for key, value in bases.items():
+                if value is not None:
+                    raise ValueError(f"{key} is for quant: mbn, not quant: {self.quant}")
+        if self.quant in ("none", "mbn"):
+            for key, value in bits.items():
+                if value is not None:
+                    raise ValueError(f"{key} is for quant: fixed or pow2, not quant: {self.quant}")
+        if self.quant == "fixed" and (self.weight_bits is None or self.act_bits is None):
+            raise ValueError("quant: fixed needs weight_bits and act_bits")
+        if self.quant == "mbn" and (self.weight_bases is None or self.act_bases is None):
+            raise ValueError("quant: mbn needs weight_bases and act_bases (1 and 1 is XNOR-Net)")
+        if self.quant == "pow2" and (self.weight_bits is None or self.weight_bits < 2):
+            raise ValueError("quant: pow2 needs weight_bits of 2..8")
+        if self.prune_scheme == "none" and self.prune_ratio > 0:
+            raise ValueError("prune_ratio needs a prune_scheme")
+        if self.prune_scheme != "none" and self.prune_ratio == 0:
+            raise ValueError(f"prune_scheme {self.prune_scheme} needs a prune_ratio in (0, 1)")
+        return self
+
+    def quant_spec(self):
+        """The :class:`dse.quant.QuantSpec` of this candidate."""
+        from dse.quant import QuantSpec
+
+        return QuantSpec(
+            mode=self.quant,
+            weight_bits=self.weight_bits,
+            act_bits=self.act_bits,
+            weight_bases=self.weight_bases,
+            act_bases=self.act_bases,
+            first_last_bits=self.first_last_bits,
+        )
+
+
+COMPRESSION_KEYS = frozenset(CompressionConfig.model_fields)
+
+
+def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
+    """Quantizes the model's layers and attaches pruning masks, as the candidate says."""
+    if config.quant != "none":
+        from dse.quant import quantize_model
+
+        quantize_model(model, config.quant_spec())
+    if config.prune_scheme != "none":
+        from dse.pruning import attach_masks
+
+        attach_masks(model)
+    return model
+
+
+class TrainingHook(Protocol):
+    """What training calls around each step and epoch (all optional)."""
+
+    def penalty(self) -> Any: ...
+    def after_step(self) -> None: ...
+    def on_epoch_end(self, epoch: int) -> None: ...
+    def finalize(self) -> None: ...
+
+
+class _INQHook:
+    """Incremental network quantization: quantize and freeze growing fractions of the weights
+    at evenly spaced epochs (the last fraction, 1.0, at the last epoch)."""
+
+    def __init__(self, model: nn.Module, epochs: int) -> None:
+        from dse.quant import INQSchedule
+
+        self.schedule = INQSchedule(model)
+        self.n = len(self.schedule.fractions) if hasattr(self.schedule, "fractions") else 4
+        self.epochs = epochs
+        self.done = 0
+        self._advance(0)
+
+    def _advance(self, epoch: int) -> None:
+        target = min(self.n, 1 + (epoch * self.n) // max(1, self.epochs))
+        while self.done < target:
+            self.schedule.step(self.done)
+            self.done += 1
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self._advance(epoch)
+
+    def finalize(self) -> None:
+        self._advance(self.epochs * self.n)
+
+
+def training_hooks(model: nn.Module, config: CompressionConfig, epochs: int) -> list[TrainingHook]:
+    """Hooks that pruning (gradual, ADMM, DNS) and INQ need during training."""
+    hooks: list[Any] = []
+    if config.quant == "pow2":
+        hooks.append(_INQHook(model, epochs))
+    if config.prune_scheme != "none":
+        from dse.pruning import make_pruner
+
+        pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs)
+        if pruner is not None:
+            hooks.append(pruner)
+    return hooks
