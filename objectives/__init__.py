@@ -3,11 +3,12 @@
 Example:
     >>> from objectives import OBJECTIVES, EvalSettings, evaluate_objectives
     >>> sorted(OBJECTIVES)  # doctest: +NORMALIZE_WHITESPACE
-    ['lipschitz', 'lipschitz_bound', 'macs', 'natural_acc', 'params', 'pert_instability', 'robust_acc']
+    ['bops', 'compressed_bytes', 'latency_batch_ms', 'latency_ms', 'lipschitz', 'lipschitz_bound', 'macs', 'natural_acc', 'params', 'pert_instability', 'robust_acc', 'size_bytes', 'sparsity']
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,10 +18,12 @@ from dse._errors import SpecError
 from dse.data import Split
 from objectives._accuracy import natural_acc, pert_instability, robust_acc
 from objectives._base import EvalSettings, Objective
+from objectives._compression import COMPRESSION_OBJECTIVES, latency_info
 from objectives._cost import macs, params
 from objectives._lipschitz import lipschitz, lipschitz_bound
 
 __all__ = [
+    "COMPRESSION_OBJECTIVES",
     "OBJECTIVES",
     "EvalSettings",
     "Objective",
@@ -28,6 +31,7 @@ __all__ = [
     "evaluate_objectives",
     "get_objective",
     "is_lookup_objective",
+    "latency_info",
     "measurement",
 ]
 
@@ -54,6 +58,9 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("params", "minimize", params, "conv + linear weights and linear bias"),
         Objective("macs", "minimize", macs, "conv + linear multiply-accumulates per image"),
     )
+} | {
+    name: dataclasses.replace(o, deterministic=not name.startswith("latency"))
+    for name, o in COMPRESSION_OBJECTIVES.items()
 }
 
 

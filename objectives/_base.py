@@ -81,6 +81,7 @@ class Objective:
         fn: ``fn(model, data, settings, cache=None) -> float``.
         description: One line for reports, saying how it is measured.
         needs_attack: True if it runs an attack (so it is costly).
+        deterministic: False for measured quantities (latency) that vary between runs.
     """
 
     name: str
@@ -88,6 +89,7 @@ class Objective:
     fn: ObjectiveFn
     description: str
     needs_attack: bool = False
+    deterministic: bool = True
 
     def __call__(
         self, model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None

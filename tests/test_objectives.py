@@ -31,12 +31,16 @@ def test_every_objective_is_a_finite_deterministic_number(name, trained_digits_m
     second = objective(trained_digits_model, digits.test, SETTINGS)
     assert not trained_digits_model.training
     assert isinstance(first, float) and math.isfinite(first)
-    assert first == second
+    if objective.deterministic:
+        assert first == second
+    else:
+        assert first > 0 and second > 0
 
 
 def test_shared_cache_gives_the_same_values(trained_digits_model, digits):
-    together = evaluate_objectives(trained_digits_model, digits.test, SETTINGS)
-    alone = {n: OBJECTIVES[n](trained_digits_model, digits.test, SETTINGS) for n in OBJECTIVES}
+    names = [n for n, o in OBJECTIVES.items() if o.deterministic]
+    together = evaluate_objectives(trained_digits_model, digits.test, SETTINGS, names)
+    alone = {n: OBJECTIVES[n](trained_digits_model, digits.test, SETTINGS) for n in names}
     assert together == pytest.approx(alone)
 
 

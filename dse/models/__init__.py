@@ -14,6 +14,7 @@ from dse._validation import one_line_error
 from dse.compression import COMPRESSION_KEYS, CompressionConfig, apply_compression
 from dse.models._layers import Normalize, make_divisible
 from dse.models._mobilenet_tiny import MobileNetTiny, MobileNetTinyConfig, build_mobilenet_tiny
+from dse.models._resnet import ResNet, ResNetConfig, build_resnet
 
 __all__ = [
     "ARCHS",
@@ -22,6 +23,9 @@ __all__ = [
     "MobileNetTiny",
     "MobileNetTinyConfig",
     "Normalize",
+    "ResNet",
+    "ResNetConfig",
+    "build_resnet",
     "build_model",
     "make_divisible",
     "validate_candidate",
@@ -44,6 +48,8 @@ def _nb201_entry() -> ArchEntry:
 
 ARCHS: dict[str, ArchEntry] = {
     "mobilenet_tiny": ArchEntry(MobileNetTinyConfig, build_mobilenet_tiny),
+    "resnet20": ArchEntry(ResNetConfig, build_resnet),
+    "resnet56": ArchEntry(ResNetConfig, build_resnet),
     # NAS-Bench-201 cells: looked up in published results (tabular studies), never built.
     "nb201": _nb201_entry(),
 }

@@ -1,0 +1,188 @@
+"""Compression objectives: seed 004 Table 2 BOPS, bit-packed and DEFLATE sizes, sparsity, latency."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import objectives._compression as comp
+from dse.data import Split
+from dse.models._resnet import ResNetConfig, build_resnet
+from objectives._base import EvalSettings
+from objectives._compression import (
+    COMPRESSION_OBJECTIVES,
+    TABLE2_CIFAR10,
+    bops,
+    bops_from_layers,
+    compressed_bytes,
+    latency_batch_ms,
+    latency_info,
+    latency_ms,
+    resnet20_bops_table,
+    resnet_bops_table,
+    size_bytes,
+    sparsity,
+)
+
+SETTINGS = EvalSettings()
+CIFAR = dict(in_channels=3, num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+# Seed 004 Table 2 prints 3.98e8 BOPS for ResNet-20 MBN 3x3, but every other ResNet-20 MBN row lies
+# on 0.2835e8 + 0.4011e8 * M * N (1x1 0.68, 3x1/1x3 1.49, 5x1 2.29, 7x1 3.09, 5x5 10.31), which gives
+# 3.89e8 for M * N = 9: the printed value has its last two digits swapped. The same counting
+# reproduces ResNet-56 MBN 3x3 (11.54e8) exactly, so the rule is right and only that cell is off (-2.2%).
+MISPRINTED = {("resnet20", "MBN 3x3")}
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, list[dict]]:
+    return {"resnet20": resnet20_bops_table(), "resnet56": resnet_bops_table("resnet56")}
+
+
+ROWS = [(arch, i) for arch, rows in TABLE2_CIFAR10.items() for i in range(len(rows))]
+
+
+@pytest.mark.parametrize(
+    ("arch", "index"), ROWS, ids=[f"{a}-{TABLE2_CIFAR10[a][i][0].replace(' ', '_')}" for a, i in ROWS]
+)
+def test_reproduces_seed004_table2_bops(tables: dict, arch: str, index: int) -> None:
+    row = tables[arch][index]
+    if (arch, row["method"]) in MISPRINTED:
+        assert row["bops"] / 1e8 == pytest.approx(3.89, abs=0.005)
+        pytest.xfail(f"Table 2 prints {row['paper'] / 1e8:.2f}e8, a digit swap of the computed 3.89e8 (see MISPRINTED)")
+    assert row["bops"] == pytest.approx(row["paper"], rel=0.02), row["method"]
+
+
+def test_bops_from_layers_counts_bits_and_bases() -> None:
+    layers = [
+        {"macs": 100, "weight_bits": 32, "act_bits": 32, "multiplier": 1},  # fp: counted at 8 x 8
+        {"macs": 10, "weight_bits": 4, "act_bits": 2},  # fixed point, multiplier defaults to 1
+        {"macs": 10, "weight_bits": 1, "act_bits": 1, "multiplier": 6},  # MBN 3x2
+        {"macs": 10, "weight_bits": 32, "act_bits": 4, "multiplier": 1},  # fp weights only
+    ]
+    assert bops_from_layers(layers) == 100 * 64 + 10 * 8 + 10 * 6 + 10 * 32
+    assert bops_from_layers(layers, fp_bits=None) == 100 * 1024 + 80 + 60 + 10 * 128
+    assert bops_from_layers([]) == 0.0
+
+
+def _split(channels: int = 3, size: int = 32, n: int = 4) -> Split:
+    return Split(x=torch.rand(n, channels, size, size), y=torch.zeros(n, dtype=torch.long))
+
+
+def test_bops_objective_of_fp_resnet20_is_the_8bit_figure() -> None:
+    model = build_resnet(ResNetConfig(), **CIFAR)
+    assert bops(model, _split(), SETTINGS) / 1e8 == pytest.approx(25.95, rel=0.001)
+
+
+@pytest.mark.parametrize(
+    ("spec", "paper"),
+    [
+        ({"mode": "mbn", "weight_bases": 3, "act_bases": 1}, 1.49e8),
+        ({"mode": "mbn", "weight_bases": 1, "act_bases": 1}, 0.68e8),
+        ({"mode": "fixed", "weight_bits": 4, "act_bits": 4}, 6.70e8),
+        ({"mode": "fixed", "weight_bits": 2, "act_bits": 2, "first_last_bits": 32}, 1.89e8),
+    ],
+)
+def test_bops_of_dse_quant_resnet20_match_table2(spec: dict, paper: float) -> None:
+    quant = pytest.importorskip("dse.quant")
+    model = quant.quantize_model(build_resnet(ResNetConfig(), **CIFAR), quant.QuantSpec(**spec))
+    data = _split(n=2)
+    assert bops(model, data, SETTINGS) == pytest.approx(paper, rel=0.02)
+    fp = build_resnet(ResNetConfig(), **CIFAR)
+    assert size_bytes(model, data, SETTINGS) < 0.5 * size_bytes(fp, data, SETTINGS)
+    assert compressed_bytes(model, data, SETTINGS) < 0.5 * compressed_bytes(fp, data, SETTINGS)
+
+
+def _tag(module: nn.Module, **attrs) -> nn.Module:
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    return module
+
+
+@pytest.fixture
+def no_quant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads the bit attributes with the local fallback, whether or not ``dse.quant`` exists."""
+    monkeypatch.setattr(comp, "_quant_module", lambda: None)
+
+
+def _hand_model(mask: bool = True) -> nn.Sequential:
+    torch.manual_seed(0)
+    conv_fp = nn.Conv2d(1, 2, 3, padding=1, bias=True)  # 18 weights, 2 biases
+    conv_q = _tag(nn.Conv2d(2, 4, 3, padding=1, bias=False), quant_mode="fixed", weight_bits=4, act_bits=4)
+    if mask:
+        conv_q.register_buffer("weight_mask", (torch.arange(72) % 4 != 0).float().view(4, 2, 3, 3))
+    linear = _tag(nn.Linear(4, 3), quant_mode="mbn", weight_bases=3, act_bases=1)  # 12 weights, 3 biases
+    return nn.Sequential(conv_fp, conv_q, nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+
+
+def test_size_bytes_of_hand_made_model(no_quant: None) -> None:
+    expected = (
+        18 * 4 + 2 * 4  # fp conv: 32-bit weights and biases
+        + 72 * 4 // 8 + 72 // 8  # 4-bit conv: 36 bytes of weights + 9 bytes of 1-bit mask
+        + 4 * 4 * 4  # BN: weight, bias, running mean, running var (num_batches_tracked is not stored)
+        + 5 + 3 * 4 + 3 * 4  # MBN 3x1 linear: 12 * 3 bits = 36 bits -> 5 bytes, 3 fp32 scales, 3 biases
+    )
+    assert size_bytes(_hand_model(), _split(1, 4), SETTINGS) == expected == 218
+
+
+def test_bops_objective_reads_layer_bits(no_quant: None) -> None:
+    # Per image of 4x4: conv_fp 16*2*9 = 288 MACs at 8x8, conv_q 16*4*18 = 1152 at 4x4, linear 12 at 1x1x3.
+    assert bops(_hand_model(), _split(1, 4), SETTINGS) == 288 * 64 + 1152 * 16 + 12 * 3
+
+
+def test_sparsity_is_exact_after_masks(no_quant: None) -> None:
+    model = _hand_model()
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, :] = 0.0  # 3 exact zeros in the fp conv
+    # 18 mask zeros of 72 in the 4-bit conv (every 4th), 3 in the fp conv; 18 + 72 + 12 = 102 weights.
+    assert sparsity(model, _split(1, 4), SETTINGS) == pytest.approx(21 / 102, abs=1e-12)
+    assert sparsity(_hand_model(mask=False), _split(1, 4), SETTINGS) == 0.0
+
+
+def test_sparsity_of_torch_pruned_model() -> None:
+    model = build_resnet(ResNetConfig(), **CIFAR)
+    layers = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.7)
+    assert sparsity(model, _split(), SETTINGS) == pytest.approx(0.7, abs=1e-4)
+
+
+def test_compressed_bytes_smaller_for_sparse_and_quantized(no_quant: None) -> None:
+    torch.manual_seed(0)
+    dense = build_resnet(ResNetConfig(), **CIFAR)
+    sparse = build_resnet(ResNetConfig(), **CIFAR)
+    sparse.load_state_dict(dense.state_dict())
+    for m in sparse.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_buffer("weight_mask", (torch.rand_like(m.weight) > 0.9).float())
+    data = _split()
+    dense_size, sparse_size = compressed_bytes(dense, data, SETTINGS), compressed_bytes(sparse, data, SETTINGS)
+    assert sparse_size < 0.35 * dense_size
+    assert dense_size <= size_bytes(dense, data, SETTINGS) * 1.01  # fp32 noise barely compresses
+    for m in dense.modules():
+        if isinstance(m, nn.Conv2d) and m is not dense.conv1:
+            _tag(m, quant_mode="fixed", weight_bits=2, act_bits=2)
+    assert compressed_bytes(dense, data, SETTINGS) < 0.2 * dense_size  # 2-bit codes instead of fp32
+
+
+def test_latency_positive_and_info_says_threads() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).train()
+    data = _split(1, 8, n=5)
+    one = latency_ms(model, data, SETTINGS, warmup=1, repeats=3)
+    batch = latency_batch_ms(model, data, SETTINGS, warmup=1, repeats=3, batch_size=16)
+    assert one > 0 and batch > 0
+    assert model.training  # mode restored
+    info = latency_info(model, EvalSettings(batch_size=64))
+    assert info["torch_threads"] == torch.get_num_threads() and info["device"] == "cpu"
+    assert info["batch_size"] == 64 and info["warmup"] > 0 and info["repeats"] > 0
+
+
+def test_registry_entries() -> None:
+    assert set(COMPRESSION_OBJECTIVES) == {
+        "bops", "size_bytes", "compressed_bytes", "sparsity", "latency_ms", "latency_batch_ms"
+    }
+    directions = {name: o.direction for name, o in COMPRESSION_OBJECTIVES.items()}
+    assert directions.pop("sparsity") == "maximize"
+    assert set(directions.values()) == {"minimize"}
+    assert all(o.description for o in COMPRESSION_OBJECTIVES.values())
