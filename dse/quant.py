@@ -41,7 +41,8 @@ Choices (documented here once):
   else -1`` (ties to -1, so post-ReLU zeros are -1), i.e. ``sign(x - t)`` with threshold
   ``t = 0.5 - v``; ``beta_n`` and ``v_n`` are learned (``act_scale``, ``act_shift``). The STE
   window is XNOR-Net's ``|x - t| <= 1``.
-  Thresholds start evenly spaced in ``[0, 1.5]`` (``t = 0`` for ``N = 1``: XNOR's ``sign``).
+  Thresholds start at ABC-Net's ``t = 0.5`` (``v = 0``) for ``N = 1`` and evenly spaced in
+  ``[0.25, 1.25]`` for more bases: never at 0, where post-ReLU inputs pile up.
 * MBN convolutions use linearity: ``Conv(sum_m alpha_m B_m, sum_n beta_n H_n)`` is computed as
   one convolution; ``layer_bits`` still reports ``M * N`` binary convolutions for BOPS.
 * Biases stay full precision (accumulator precision).
@@ -398,8 +399,11 @@ class _QuantMixin:
             module.register_buffer("act_signed", torch.zeros((), dtype=torch.bool, device=dev))
         if cfg.mode == "mbn" and cfg.quantize_input:
             n = cfg.act_bases or 1
-            thresholds = torch.zeros(1) if n == 1 else torch.linspace(0.0, 1.5, n)
-            beta = 1.0 if n == 1 else 0.5 * 1.5 / (n - 1)
+            # Thresholds start strictly above 0: post-ReLU inputs have a point mass at exactly 0, and a
+            # threshold there flips all those zeros to +1 after one tiny update of the shift, making the
+            # binarized input constant (seen: MobileNet-tiny on digits diverged in its first epoch).
+            thresholds = torch.full((1,), 0.5) if n == 1 else torch.linspace(0.25, 1.25, n)
+            beta = 1.0 if n == 1 else 0.5 * 1.0 / (n - 1)
             module.act_scale = nn.Parameter(torch.full((n,), beta, device=dev, dtype=dt))
             module.act_shift = nn.Parameter((0.5 - thresholds).to(device=dev, dtype=dt))
         if cfg.mode == "pow2":

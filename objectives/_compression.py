@@ -384,17 +384,12 @@ def compressed_bytes(
 
 
 def sparsity(model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None) -> float:
-    """Measured fraction of conv/linear weights that are exactly zero after their masks.
+    """Measured fraction of exactly-zero weights (after masks) over the prunable layers: every conv
+    and linear layer except the first conv and the last linear, the layers ``prune_ratio`` targets
+    (:func:`dse.pruning.sparsity`). Measured on the weights, never read from the candidate."""
+    from dse.pruning import sparsity as prunable_sparsity
 
-    Counted over every conv and linear layer (``dse.pruning.sparsity`` counts only the prunable
-    ones, without the first conv and the last linear), on the stored float weights.
-    """
-    zeros = total = 0
-    for module in _layers(model):
-        weight = _effective_weight(module)
-        zeros += int((weight == 0).sum())
-        total += weight.numel()
-    return zeros / total if total else 0.0
+    return prunable_sparsity(model)
 
 
 # --------------------------------------------------------------------------------------------

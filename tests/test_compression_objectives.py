@@ -135,15 +135,18 @@ def test_bops_objective_reads_layer_bits(no_quant: None) -> None:
 def test_sparsity_is_exact_after_masks(no_quant: None) -> None:
     model = _hand_model()
     with torch.no_grad():
-        model[0].weight[0, 0, 0, :] = 0.0  # 3 exact zeros in the fp conv
-    # 18 mask zeros of 72 in the 4-bit conv (every 4th), 3 in the fp conv; 18 + 72 + 12 = 102 weights.
-    assert sparsity(model, _split(1, 4), SETTINGS) == pytest.approx(21 / 102, abs=1e-12)
+        model[0].weight[0, 0, 0, :] = 0.0  # 3 exact zeros in the first conv: not a prunable layer
+    # Prunable layers are those prune_ratio targets: here only the middle 4-bit conv, whose mask
+    # zeroes every 4th of its 72 weights; the first conv and the last linear are left out.
+    assert sparsity(model, _split(1, 4), SETTINGS) == pytest.approx(18 / 72, abs=1e-12)
     assert sparsity(_hand_model(mask=False), _split(1, 4), SETTINGS) == 0.0
 
 
 def test_sparsity_of_torch_pruned_model() -> None:
+    from dse.pruning import prunable_layers
+
     model = build_resnet(ResNetConfig(), **CIFAR)
-    layers = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    layers = [(m, "weight") for _, m in prunable_layers(model)]
     prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.7)
     assert sparsity(model, _split(), SETTINGS) == pytest.approx(0.7, abs=1e-4)
 
