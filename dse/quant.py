@@ -383,6 +383,13 @@ class _QuantMixin:
 
     weight: nn.Parameter
 
+    def __init__(self, *args: Any, quant: _LayerQuant, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # nn.Conv2d / nn.Linear, next in the MRO
+        self._init_quant(quant)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._quant_repr()}"
+
     def _init_quant(self, cfg: _LayerQuant) -> None:
         module: Any = self
         self.quant_mode = cfg.mode
@@ -459,10 +466,6 @@ class QConv2d(_QuantMixin, nn.Conv2d):
         **kwargs: As for ``nn.Conv2d``.
     """
 
-    def __init__(self, *args: Any, quant: _LayerQuant, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(quant)
-
     @classmethod
     def from_float(cls, conv: nn.Conv2d, quant: _LayerQuant) -> QConv2d:
         """A quantized conv sharing ``conv``'s weight and bias parameters."""
@@ -488,8 +491,6 @@ class QConv2d(_QuantMixin, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self.quantize_input_(x), self.quantized_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 class QLinear(_QuantMixin, nn.Linear):
@@ -500,10 +501,6 @@ class QLinear(_QuantMixin, nn.Linear):
         quant: Per-layer quantization.
         **kwargs: As for ``nn.Linear``.
     """
-
-    def __init__(self, *args: Any, quant: _LayerQuant, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(quant)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, quant: _LayerQuant) -> QLinear:
@@ -524,8 +521,6 @@ class QLinear(_QuantMixin, nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self.quantize_input_(x), self.quantized_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 _QLAYERS = (QConv2d, QLinear)
