@@ -26,7 +26,7 @@ from dse.data import DATASETS, dataset_spec, load_dataset
 from dse.compression import training_hooks
 from dse.models import build_model, validate_candidate
 from dse.profile import profile_model
-from dse.training import Recipe, default_eval_settings, default_recipe, resolve_device, seed_everything, train
+from dse.training import Recipe, default_recipe, eval_settings, resolve_device, seed_everything, train
 from objectives import EvalSettings, evaluate_objectives, measurement
 
 __all__ = ["main"]
@@ -143,20 +143,16 @@ def _load_data(opts: dict[str, Any], download: bool):
 
 
 def _eval_settings(args: argparse.Namespace, dataset: str, section: dict[str, Any]) -> EvalSettings:
-    base = default_eval_settings(dataset).to_dict()
-    attack = {**base.pop("attack"), **section.pop("attack", {})}
-    base.update(section)
-    for flag, key in (("eval_eps", "eps"), ("eval_steps", "steps"), ("eval_step_size", "step_size"), ("eval_restarts", "restarts")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            attack[key] = value
+    attack = {
+        key: getattr(args, flag)
+        for flag, key in (("eval_eps", "eps"), ("eval_steps", "steps"), ("eval_step_size", "step_size"), ("eval_restarts", "restarts"))
+        if getattr(args, flag, None) is not None
+    }
     if args.eval_eps is not None and args.eval_step_size is None:
         attack["step_size"] = args.eval_eps / 4
-    if args.eval_samples is not None:
-        base["max_samples"] = args.eval_samples
     try:
-        return EvalSettings.from_dict({**base, "attack": attack})
-    except TypeError as err:
+        return eval_settings(dataset, section, attack=attack, max_samples=args.eval_samples)
+    except SpecError as err:
         raise SpecError(f"eval: {err}") from err
 
 

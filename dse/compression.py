@@ -108,7 +108,7 @@ class _INQHook:
         from dse.quant import INQSchedule
 
         self.schedule = INQSchedule(model)
-        self.n = len(self.schedule.fractions) if hasattr(self.schedule, "fractions") else 4
+        self.n = len(self.schedule.fractions)
         self.epochs = epochs
         self.done = 0
         self._advance(0)

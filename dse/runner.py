@@ -3,7 +3,9 @@
 Why a searcher of our own rather than Ray's ``OptunaSearch``: OptunaSearch cannot hand
 constraints to the sampler, stores only objective values in the Optuna trial (the candidate,
 further metrics and per-epoch history stay in Ray's results), and wants an ``RDBStorage``
-object rather than a URL. :class:`AskTellSearcher` is a thin adapter instead: ``study.ask()``
+object rather than a URL. The searcher built by :func:`_searcher_class` is a thin ask/tell
+adapter instead (a Ray ``Searcher`` subclass made lazily, so importing this module does not
+import Ray): ``study.ask()``
 plus the define-by-run space give a candidate; Ray Tune runs it; ``study.tell()`` records
 values, constraint values, metrics, history and failures in the Optuna storage, so
 ``optuna-dashboard STORAGE`` shows the study and ``dse resume`` can continue it.
@@ -24,7 +26,7 @@ from optuna.trial import TrialState
 from dse._errors import SpecError
 from dse.config import StudyConfig
 
-__all__ = ["AskTellSearcher", "StudyOutcome", "eval_settings_for", "make_sampler", "open_study", "run_study"]
+__all__ = ["StudyOutcome", "eval_settings_for", "make_sampler", "open_study", "run_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +37,9 @@ MAX_REPEATED_ASKS = 50
 
 def eval_settings_for(config: StudyConfig):
     """Evaluation settings of a study: the data set's default attack updated by the ``eval`` section."""
-    from dse.attacks import AttackConfig
-    from dse.training import default_eval_settings
-    from objectives import EvalSettings
+    from dse.training import eval_settings
 
-    base = default_eval_settings(config.data.dataset).to_dict()
-    section = dict(config.eval)
-    attack = {**base.pop("attack"), **(section.pop("attack", None) or {})}
-    unknown = set(section) - set(base)
-    if unknown:
-        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
-    return EvalSettings(attack=AttackConfig.from_dict(attack), **{**base, **section})
+    return eval_settings(config.data.dataset, config.eval)
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -145,6 +139,8 @@ class _Progress:
         self.last = ""
 
     def update(self, note: str = "") -> None:
+        if self.bar is None and note:  # without a TTY only finished trials are logged: skip the storage scan
+            return
         c = _counts(self.study)
         done = c["complete"] - c["duplicates"] + c["failed"]
         status = f"running={c['running']} failed={c['failed']} pareto={_pareto_size(self.study)}"
@@ -152,7 +148,7 @@ class _Progress:
             self.bar.n = min(done, self.total)
             self.bar.set_postfix_str(status + (f" {note}" if note else ""))
             self.bar.refresh()
-        elif not note and status + str(done) != self.last:  # no TTY: one log line per finished trial
+        elif status + str(done) != self.last:  # no TTY: one log line per finished trial
             self.last = status + str(done)
             logger.info("%s: %d/%d trials done, %s", self.study.study_name, done, self.total, status)
 
@@ -161,15 +157,8 @@ class _Progress:
             self.bar.close()
 
 
-class AskTellSearcher:
-    """Ray Tune searcher backed by an Optuna study (ask/tell), so constraints reach the sampler.
-
-    Built lazily as a :class:`ray.tune.search.Searcher` subclass (see :func:`_searcher_class`)
-    so that importing this module does not import Ray.
-    """
-
-
 def _searcher_class():
+    """The ask/tell Ray Tune searcher class backed by an Optuna study, so constraints reach the sampler."""
     from ray.tune.search import Searcher
 
     from search_spaces import suggest

@@ -22,6 +22,7 @@ For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -47,6 +48,7 @@ __all__ = [
     "Recipe",
     "default_eval_settings",
     "default_recipe",
+    "eval_settings",
     "resolve_device",
     "seed_everything",
     "train",
@@ -161,6 +163,37 @@ def default_recipe(dataset: str, **overrides: Any) -> Recipe:
 def default_eval_settings(dataset: str, **overrides: Any) -> EvalSettings:
     """The default evaluation of a data set: PGD-20 at the data set's eps (see ``_DEFAULTS``)."""
     return EvalSettings(attack=AttackConfig.from_dict(_DEFAULTS[dataset]["eval"]), **overrides)
+
+
+def eval_settings(
+    dataset: str,
+    section: dict[str, Any] | None = None,
+    *,
+    attack: dict[str, Any] | None = None,
+    max_samples: int | None = None,
+) -> EvalSettings:
+    """The data set's default evaluation, updated by an ``eval`` section, then by overrides.
+
+    Args:
+        dataset: The data set whose default attack is the starting point.
+        section: An ``eval`` section (candidate file, checkpoint or study file): ``attack`` fields
+            and :class:`EvalSettings` fields.
+        attack: Attack fields that override the section's (CLI flags).
+        max_samples: Overrides ``max_samples`` when given.
+
+    Raises:
+        SpecError: An unknown key or a bad attack setting, named.
+    """
+    base = default_eval_settings(dataset).to_dict()
+    fields = dict(section or {})
+    attack_fields = {**base.pop("attack"), **(fields.pop("attack", None) or {}), **(attack or {})}
+    unknown = set(fields) - set(base)
+    if unknown:
+        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
+    merged = {**base, **fields}
+    if max_samples is not None:
+        merged["max_samples"] = max_samples
+    return EvalSettings(attack=AttackConfig.from_dict(attack_fields), **merged)
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -286,7 +319,7 @@ def train(
     device = resolve_device(str(device) if device is not None else None)
     eval_settings = eval_settings or default_eval_settings(dataset.spec.name)
     if recipe.eval_samples is not None:
-        eval_settings = EvalSettings(**{**eval_settings.__dict__, "max_samples": recipe.eval_samples})
+        eval_settings = dataclasses.replace(eval_settings, max_samples=recipe.eval_samples)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     train_split = dataset.train.to(device)
