@@ -111,9 +111,10 @@ def recover_interrupted(study: optuna.Study) -> int:
 
 
 def _pareto_size(study: optuna.Study) -> int:
+    """Distinct candidates on the feasible front (reused repeats are not counted again)."""
     feasible = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
+        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
     ]
     if not feasible:
         return 0

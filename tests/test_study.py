@@ -183,6 +183,7 @@ def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study
     )
     outcome = run_study(config, show_progress=False)
     assert outcome["complete"] == 1 and outcome["repeats"] == MAX_REPEATED_ASKS
+    assert outcome["pareto"] == 1, "repeats of a front point do not enlarge the Pareto set"
     table = pd.read_csv(outcome["table"])
     repeats = table[table["duplicate_of"].notna()]
     assert (repeats["duplicate_of"] == 0).all()
