@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +203,25 @@ def test_run_refuses_an_existing_study_and_resume_with_nothing_left(tmp_path):
     assert outcome["complete"] == 2
 
 
+def _study_is_ready(db: Path, name: str) -> bool:
+    """Whether the driver has finished creating the storage schema and the study.
+
+    Read through a read-only sqlite3 connection: opening the storage with Optuna while the
+    driver is still creating it makes both race to insert the schema version row.
+    """
+    if not db.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            version = conn.execute("SELECT COUNT(*) FROM alembic_version").fetchone()[0]
+            studies = conn.execute("SELECT COUNT(*) FROM studies WHERE study_name = ?", (name,)).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet, or the database is locked
+        return False
+    return version == 1 and studies == 1
+
+
 def _complete_trials(storage: str) -> dict[int, tuple]:
-    if not Path(storage.removeprefix("sqlite:///")).is_file():
+    if not _study_is_ready(Path(storage.removeprefix("sqlite:///")), "tiny"):
         return {}
     try:
         study = optuna.load_study(study_name="tiny", storage=storage)
