@@ -5,6 +5,7 @@ Kept apart from the driver so that Ray workers import only what a trial needs.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -54,7 +55,7 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     from dse.checkpoint import save_checkpoint
     from dse.models import build_model
     from dse.training import default_recipe, resolve_device, seed_everything, train
-    from objectives import evaluate_objectives, measurement
+    from objectives import check_masking, evaluate_objectives, measurement
 
     data = config.data
     dataset = _dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
@@ -70,14 +71,22 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     hooks = training_hooks(model, validate_candidate(candidate).compression, recipe.epochs)
     history = train(model, dataset, recipe, eval_settings=settings, callback=report, device=device, hooks=hooks)
     val = dataset.val.to(device)
-    scores = evaluate_objectives(model, val, settings, names)
+    cache: dict[str, Any] = {}
+    scores = evaluate_objectives(model, val, settings, names, cache=cache)
+    extra: dict[str, Any] = {}
+    if settings.checks.enabled:
+        checks = check_masking(model, val, settings, cache=cache)
+        extra = {"masking_flags": ";".join(checks["masking_flags"]), "masking_checks": json.dumps(checks, default=float)}
+    if "suite" in cache:
+        extra["suite_per_attack"] = json.dumps({k: v["robust_acc"] for k, v in cache["suite"]["per_attack"].items()})
     if checkpoint is not None:
         save_checkpoint(
             checkpoint, model, candidate=candidate, data=data.model_dump(), recipe=recipe.model_dump(mode="json"),
             eval=settings.to_dict(), history=history, metrics=dict(scores),
+            masking=json.loads(extra["masking_checks"]) if "masking_checks" in extra else None,
         )
     m = measurement(settings, val)
-    return {**scores, "measurement": f"{m['attack']} on {m['samples']} validation samples (seed {m['seed']})"}
+    return {**scores, **extra, "measurement": f"{m['attack']} on {m['samples']} validation samples (seed {m['seed']})"}
 
 
 def run_trial(config: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ exit with code 2. With ``--json`` the last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -59,6 +60,17 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
+def _add_suite_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    from dse.suites import SUITES
+
+    p.add_argument(
+        "--suite", choices=tuple(SUITES), default=default,
+        help=f"attack suite, robust accuracy = worst case per sample (default: {default or 'the checkpoint eval suite, else quick'})",
+    )
+    p.add_argument("--cascade", action="store_true", help="run each attack only on samples still robust (faster)")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dse", description="Design-space explorer for robust compact CNNs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -107,10 +119,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="candidate YAML to write")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("eval", help="score a checkpoint again")
+    p = sub.add_parser("eval", help="score a checkpoint again: an attack suite, gradient-masking checks, curves")
     p.add_argument("checkpoint")
     _add_data_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test")
+    _add_suite_args(p)
+    p.add_argument("--curves", action="store_true", help="also the eps curve and step-size convergence curves")
+    p.add_argument("-o", "--output", help="JSON file to write (default: beside the checkpoint, NAME.eval-SUITE.json)")
+    _add_eval_args(p)
+
+    p = sub.add_parser("rescore", help="re-score a study's Pareto set with a stronger suite (and curves, transfer)")
+    p.add_argument("study")
+    p.add_argument("--storage")
+    _add_suite_args(p, default="standard")
+    p.add_argument("--split", choices=("test", "val"), default="val", help="samples to re-score on (default val: the search's)")
+    p.add_argument("--trials", help="comma-separated trial numbers (default: the Pareto set)")
+    p.add_argument("--no-curves", action="store_true", help="skip the eps and step-size curves")
+    p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix between the re-scored models")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite the HTML report")
+    p.add_argument("--eval-samples", type=int, help="attack at most N samples (default: the study's eval.max_samples)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = sub.add_parser("transfer", help="transfer attacks between checkpoints: accuracy matrix and vulnerability")
+    p.add_argument("checkpoints", nargs="+", help="two or more checkpoints trained on the same data set")
+    _add_data_args(p)
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("-o", "--output", help="JSON file to write")
     _add_eval_args(p)
     return parser
 
@@ -278,28 +313,111 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    payload = load_checkpoint(args.checkpoint)
-    opts = _data_options(args, {k: v for k, v in payload.get("data", {}).items() if k != "root"} | {
-        "root": payload.get("data", {}).get("root")
-    })
-    saved_eval = dict(payload.get("eval") or {})
-    settings = _eval_settings(args, opts["dataset"], saved_eval)
-    dataset = _load_data(opts, args.download)
+def _load_model(path: str | Path, args: argparse.Namespace):
+    """A checkpoint's model on ``--device`` plus its payload and data options."""
+    payload = load_checkpoint(path)
+    saved = payload.get("data", {})
+    opts = _data_options(args, {k: v for k, v in saved.items() if k != "root"} | {"root": saved.get("root")})
+    dataset = _load_data(opts, getattr(args, "download", False))
     spec = dataset.spec
     model = build_model(payload["candidate"], in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise SpecError(f"{args.checkpoint}: weights do not fit the candidate: {str(err).splitlines()[0]}") from err
+        raise SpecError(f"{path}: weights do not fit the candidate: {str(err).splitlines()[0]}") from err
     device = resolve_device(args.device)
     channels_last = (payload.get("recipe") or {}).get("channels_last", True)
     model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    split = dataset.test if args.split == "test" else dataset.val
+    return model.eval(), payload, opts, dataset
+
+
+def _split(dataset, name: str):
+    split = dataset.test if name == "test" else dataset.val
     if split is None:
         raise SpecError("--split val: the data set has no validation split (val_fraction is 0)")
-    result = _score(model, split.to(device), settings, args.split)
-    return {**result, "candidate": payload["candidate"], "dataset": spec.name, "checkpoint": str(args.checkpoint)}
+    return split
+
+
+def _with_suite(settings: EvalSettings, args: argparse.Namespace) -> EvalSettings:
+    changes: dict[str, Any] = {}
+    if getattr(args, "suite", None):
+        changes["suite"] = args.suite
+    if getattr(args, "cascade", False):
+        changes["cascade"] = True
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return path
+
+
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.robustness import robustness_report
+
+    model, payload, opts, dataset = _load_model(args.checkpoint, args)
+    settings = _with_suite(_eval_settings(args, opts["dataset"], dict(payload.get("eval") or {})), args)
+    split = _split(dataset, args.split).to(next(model.parameters()).device)
+    start = time.perf_counter()
+    cache: dict[str, Any] = {}
+    report = robustness_report(model, split, settings, curves=args.curves, checks=not args.no_checks, cache=cache)
+    scores = evaluate_objectives(model, split, settings, cache=cache)
+    result = {
+        **scores,
+        **report,
+        "split": args.split,
+        "eval_seconds": round(time.perf_counter() - start, 2),
+        "lipschitz_measurement": measurement(settings, split)["lipschitz"],
+        "candidate": payload["candidate"],
+        "dataset": dataset.spec.name,
+        "checkpoint": str(args.checkpoint),
+    }
+    suite = result["suite"] if isinstance(result["suite"], str) else "custom"
+    ckpt = Path(args.checkpoint)
+    result["output"] = str(_write_json(Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}.eval-{suite}.json"), result))
+    if result["masking_flags"]:
+        logger.warning("gradient-masking checks failed: %s", ", ".join(result["masking_flags"]))
+    return result
+
+
+def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.transfer import transfer_matrix
+
+    if len(args.checkpoints) < 2:
+        raise SpecError("checkpoints: a transfer matrix needs at least two")
+    loaded = [(Path(path), *_load_model(path, args)) for path in args.checkpoints]
+    names = [path.stem for path, *_ in loaded]
+    if len(set(names)) < len(names):
+        names = [str(path) for path, *_ in loaded]
+    models = {name: model for name, (_, model, *_) in zip(names, loaded)}
+    datasets = {(dataset.spec.name, len(dataset.test)) for *_, dataset in loaded}
+    if len(datasets) > 1:
+        raise SpecError(f"checkpoints: trained on different data sets {sorted(datasets)}")
+    _, _, payload, opts, dataset = loaded[0]
+    settings = _eval_settings(args, opts["dataset"], dict(payload.get("eval") or {}))
+    split = _split(dataset, args.split)
+    result = transfer_matrix(models, split, attack=settings.attack, batch_size=settings.batch_size,
+                             max_samples=settings.max_samples, seed=settings.seed)
+    result["checkpoints"] = [str(p) for p in args.checkpoints]
+    if args.output:
+        result["output"] = str(_write_json(Path(args.output), result))
+    return result
+
+
+def _cmd_rescore(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.rescore import rescore_study
+
+    config = _study(args)
+    trials = [int(t) for t in args.trials.split(",")] if args.trials else None
+    result = rescore_study(
+        config, suite=args.suite, storage=args.storage, trials=trials, split=args.split, cascade=args.cascade,
+        checks=not args.no_checks, curves=not args.no_curves, transfer=not args.no_transfer,
+        max_samples=args.eval_samples, device=args.device,
+    )
+    if not args.no_report:
+        result["report"] = str(_write_report(config, args.storage))
+    return result
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -373,6 +491,8 @@ _COMMANDS = {
     "resume": lambda args: _cmd_run(args, resume=True),
     "report": _cmd_report,
     "export": _cmd_export,
+    "rescore": _cmd_rescore,
+    "transfer": _cmd_transfer,
 }
 
 

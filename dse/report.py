@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dse._report_robustness import robustness_sections, robustness_summary
+
 from dse.pareto import (
     _objective_values,
     best_trial,
@@ -222,6 +224,9 @@ def _hover(
     violation = row.get("constraint_violation") if "constraint_violation" in row.index else None
     if category == "infeasible" and not _is_missing(violation):
         parts.append(f"constraint violation: {_esc(_fmt(violation))}")
+    flags = row.get("masking_flags") if "masking_flags" in row.index else None
+    if isinstance(flags, str) and flags:
+        parts.append(f"<b>gradient masking suspected</b>: {_esc(flags.replace(';', ', '))}")
     return "<br>".join(parts)
 
 
@@ -445,6 +450,7 @@ def _get_table_info(trials: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, 
         spec.append(("constraint_violation", "col", "constraint_violation"))
     spec += [(c, "col", c) for c in list(names) + metrics]
     spec += [(h, "cand", h) for h in cand_headers]
+    spec += [(c, "col", c) for c in trials.columns if c == "masking_flags" or c.startswith(("rescore.", "attack."))]
     if "duration_s" in trials.columns:
         spec.append(("duration_s", "col", "duration_s"))
     spec.append(("error", "col", "error"))
@@ -952,6 +958,29 @@ def write_report(
         if png_dir is not None:
             export_png(fig, Path(png_dir) / f"{_slug(slug)}.png")
 
+    rescores = list(meta.get("rescore") or [])
+    rob_blocks: list[str] = []
+    has_models = "checkpoint" in trials.columns and trials["checkpoint"].notna().any()
+    for i, (title, slug, note, fig) in enumerate(robustness_sections(rescores) if rescores or has_models else []):
+        rob_blocks.append(f'<h2>{_esc(title)}</h2><p class="note">{note}</p>')
+        if i == 0:
+            rob_blocks.append(robustness_summary(rescores))
+        if fig is not None:
+            rob_blocks.append(
+                '<div class="figure">'
+                + fig.to_html(full_html=False, include_plotlyjs=not figs, div_id=f"dse-{_slug(slug)}", config=config,
+                              default_height=f"{fig.layout.height or 450}px")
+                + "</div>"
+            )
+            if png_dir is not None:
+                export_png(fig, Path(png_dir) / f"{_slug(slug)}.png")
+    checked = int(trials["masking_flags"].notna().sum()) if "masking_flags" in trials.columns else 0
+    flagged = int(trials["masking_flags"].fillna("").astype(str).ne("").sum()) if checked else 0
+    masking_note = (
+        f'<p class="note">Gradient-masking checks ran on {checked} scored trial(s); {flagged} flagged '
+        "(column masking_flags, and a line in the hover of their points).</p>" if checked else ""
+    )
+
     name = str(meta.get("name") or "study")
     measurement = meta.get("measurement") or "not recorded"
     summary = "".join(
@@ -986,7 +1015,9 @@ Hover a point for its candidate and values.</p>
 {"".join(blocks["hypervolume"])}
 <h2>Training dynamics</h2>
 {dyn_html}
+{"".join(rob_blocks)}
 <h2>All trials</h2>
+{masking_note}
 <p class="note">Click a column header to sort. Pareto trials are highlighted.</p>
 {_render_table(table)}
 <script>{_SORT_JS}</script>

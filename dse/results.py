@@ -23,6 +23,7 @@ def _cell(value: Any) -> Any:
 def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
     """One row per trial: number, state, feasibility, objectives and metrics, candidate keys, error."""
     names = config.recorded_names()
+    rescores = study.user_attrs.get("rescore", {})
     rows = []
     for t in study.get_trials(deepcopy=False):
         metrics = t.user_attrs.get("metrics", {})
@@ -46,7 +47,15 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "checkpoint": t.user_attrs.get("checkpoint"),
             "node": t.user_attrs.get("node"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "masking_flags": ";".join(t.user_attrs["masking_flags"]) if "masking_flags" in t.user_attrs else None,
         }
+        for name, value in t.user_attrs.get("suite_per_attack", {}).items():
+            row[f"attack.{name}"] = value
+        for suite, scored in rescores.items():
+            if str(t.number) in scored:
+                row[f"rescore.{suite}.robust_acc"] = scored[str(t.number)]["robust_acc"]
+                row[f"rescore.{suite}.drop"] = scored[str(t.number)]["drop"]
+                row[f"rescore.{suite}.masking_flags"] = ";".join(scored[str(t.number)]["masking_flags"])
         for name in names:
             row[name] = float(metrics[name]) if name in metrics else math.nan
         for key, value in candidate.items():
@@ -68,6 +77,12 @@ def epochs_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["number", "epoch"])
 
 
+def _load_rescores(config):
+    from dse.rescore import load_rescores
+
+    return load_rescores(config)
+
+
 def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = None) -> dict[str, Any]:
     """What the report says about the study: objectives, metrics, constraints, measurement."""
     measurements = [
@@ -82,6 +97,7 @@ def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = 
         "measurement": measurements[-1] if measurements else "no completed trial yet",
         "storage": storage or config.storage_url(),
         "sampler": f"{config.sampler.name} (seed {config.sampler.seed})",
+        "rescore": _load_rescores(config),
     }
 
 

@@ -13,6 +13,7 @@ values, constraint values, metrics, history and failures in the Optuna storage, 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: the driver stopped before the trial finished"
 #: How often in a row the sampler may propose already-scored candidates before the space counts as exhausted.
 MAX_REPEATED_ASKS = 50
+#: Trial attributes that the gradient-masking checks and suites leave (copied to reused repeats).
+MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
 
 
 def eval_settings_for(config: StudyConfig):
@@ -214,7 +217,7 @@ def _searcher_class():
 
         def _tell_repeat(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> None:
             """A candidate already scored: reuse its result instead of training it again."""
-            for key in ("metrics", "constraint_values", "measurement", "checkpoint", "history", "node"):
+            for key in ("metrics", "constraint_values", "measurement", "checkpoint", "history", "node", *MASKING_ATTRS):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             for key, value in previous.user_attrs.get("constraint_names", {}).items():
@@ -287,6 +290,14 @@ def _searcher_class():
             trial.set_user_attr("constraint_values", violations)
             trial.set_user_attr("measurement", str(result.get("measurement", "")))
             trial.set_user_attr("duration_s", float(result.get("duration_s", math.nan)))
+            if "masking_checks" in result:
+                checks = json.loads(result["masking_checks"])
+                trial.set_user_attr("masking_flags", checks["masking_flags"])
+                trial.set_user_attr("masking_checks", checks["checks"])
+                if checks["masking_flags"]:
+                    logger.warning("trial %d: gradient-masking checks failed: %s", trial.number, ", ".join(checks["masking_flags"]))
+            if "suite_per_attack" in result:
+                trial.set_user_attr("suite_per_attack", json.loads(result["suite_per_attack"]))
             self.study.tell(trial, values)
 
     return _AskTell

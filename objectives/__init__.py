@@ -27,6 +27,7 @@ __all__ = [
     "OBJECTIVES",
     "EvalSettings",
     "Objective",
+    "check_masking",
     "evaluate_lookup",
     "evaluate_objectives",
     "get_objective",
@@ -75,8 +76,9 @@ def get_objective(name: str) -> Objective:
 def measurement(settings: EvalSettings, data: Split) -> dict[str, Any]:
     """How the attack-based objectives were measured: attack, samples, Lipschitz norms."""
     return {
-        "attack": settings.attack.describe(),
+        "attack": settings.describe_attack(),
         "attack_config": settings.attack.to_dict(),
+        "suite": list(settings.suite) if isinstance(settings.suite, tuple) else settings.suite,
         "samples": len(settings.samples(data)),
         "lipschitz": (
             f"{settings.lipschitz_output_norm} on logits / linf on input, {settings.lipschitz_steps}-step ascent,"
@@ -87,12 +89,44 @@ def measurement(settings: EvalSettings, data: Split) -> dict[str, Any]:
 
 
 def evaluate_objectives(
-    model: nn.Module, data: Split, settings: EvalSettings, names: Iterable[str] | None = None
+    model: nn.Module,
+    data: Split,
+    settings: EvalSettings,
+    names: Iterable[str] | None = None,
+    *,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Evaluates the named objectives (all by default), sharing one set of adversarial examples."""
-    cache: dict[str, Any] = {}
+    """Evaluates the named objectives (all by default), sharing one set of adversarial examples.
+
+    ``cache`` (optional, a dict) keeps the clean and adversarial logits, and a suite's per-attack
+    results under ``"suite"``, for the caller.
+    """
+    cache = {} if cache is None else cache
     selected = [get_objective(n) for n in (names if names is not None else OBJECTIVES)]
     return {o.name: o(model, data, settings, cache=cache) for o in selected}
+
+
+def check_masking(
+    model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Runs the gradient-masking checks of ``settings.checks`` on ``data`` (see :mod:`dse.masking`).
+
+    When ``cache`` holds the robust-accuracy evaluation of at least as many samples, its worst-case
+    white-box accuracy on the checked samples joins the black-box comparison.
+    """
+    from dse.masking import masking_checks
+
+    data = settings.samples(data)  # never more samples than the evaluation itself attacks
+    white_box = None
+    logits = (cache or {}).get("logits")
+    k = min(settings.checks.samples, len(data))
+    if logits is not None and len(logits["y"]) >= k:
+        robust = (logits["clean"].argmax(1) == logits["y"]) & (logits["adv"].argmax(1) == logits["y"])
+        white_box = robust[:k].float().mean().item()
+    return masking_checks(
+        model, data, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
+        batch_size=settings.batch_size, seed=settings.seed,
+    )
 
 
 def is_lookup_objective(name: str) -> bool:

@@ -30,6 +30,20 @@ def predictions(
     if cache is not None and "logits" in cache:
         return cache["logits"]
     data = settings.samples(data)
+    if settings.uses_suite:
+        from dse.suites import evaluate_suite
+
+        outcome = evaluate_suite(
+            model, data, suite=settings.suite, attack=settings.attack, batch_size=settings.batch_size,
+            seed=settings.seed, cascade=settings.cascade,
+        )
+        tensors = outcome.pop("_tensors")
+        result = {"clean": tensors["clean_logits"], "adv": tensors["adv_logits"], "y": tensors["y"],
+                  "robust": tensors["robust"]}
+        if cache is not None:
+            cache["logits"] = result
+            cache["suite"] = outcome
+        return result
     device = next(model.parameters()).device
     generator = settings.generator()
     was_training = model.training

@@ -9,8 +9,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dse._errors import SpecError
 from dse.attacks import AttackConfig
 from dse.data import Split
+from dse.masking import CheckSettings
 
 __all__ = ["EvalSettings", "Objective", "ObjectiveFn"]
 
@@ -31,6 +33,12 @@ class EvalSettings:
         batch_size: Evaluation batch size.
         max_samples: Evaluate on at most this many samples (the first ones of the split); ``None`` for all.
         seed: Seeds the random starts, so an evaluation is repeatable.
+        suite: ``None`` or ``quick``: robust accuracy under ``attack`` alone; ``standard``, ``full`` or a
+            list of attack names: the worst case per sample over that ensemble (:mod:`dse.suites`), in
+            ``attack``'s threat model.
+        cascade: Run each attack of a suite only on the samples still robust (faster; per-attack
+            figures become cumulative).
+        checks: Gradient-masking checks run for every scored candidate (:mod:`dse.masking`).
     """
 
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -40,6 +48,38 @@ class EvalSettings:
     batch_size: int = 256
     max_samples: int | None = None
     seed: int = 0
+    suite: str | tuple[str, ...] | None = None
+    cascade: bool = False
+    checks: CheckSettings = field(default_factory=CheckSettings)
+
+    def __post_init__(self) -> None:
+        from dse.suites import suite_attacks
+
+        if isinstance(self.checks, (dict, bool)) or self.checks is None:
+            object.__setattr__(self, "checks", CheckSettings.from_dict(self.checks))
+        if not isinstance(self.checks, CheckSettings):
+            raise SpecError(f"checks: must be a mapping or a boolean, got {type(self.checks).__name__}")
+        if self.suite is not None:
+            if not isinstance(self.suite, str):
+                if not isinstance(self.suite, (list, tuple)):
+                    raise SpecError(f"suite: must be a suite name or a list of attacks, got {self.suite!r}")
+                object.__setattr__(self, "suite", tuple(self.suite))
+            suite_attacks(self.suite)
+        if not isinstance(self.cascade, bool):
+            raise SpecError(f"cascade: must be true or false, got {self.cascade!r}")
+
+    @property
+    def uses_suite(self) -> bool:
+        """True when robust accuracy comes from an ensemble rather than the single attack."""
+        return self.suite is not None and self.suite != "quick"
+
+    def describe_attack(self) -> str:
+        """One line: the attack, or the suite, behind robust accuracy."""
+        if not self.uses_suite:
+            return self.attack.describe()
+        from dse.suites import describe_suite
+
+        return describe_suite(self.suite, self.attack)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON/YAML)."""
@@ -51,6 +91,9 @@ class EvalSettings:
             "batch_size": self.batch_size,
             "max_samples": self.max_samples,
             "seed": self.seed,
+            "suite": list(self.suite) if isinstance(self.suite, tuple) else self.suite,
+            "cascade": self.cascade,
+            "checks": self.checks.to_dict(),
         }
 
     @classmethod
@@ -58,7 +101,8 @@ class EvalSettings:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         attack = AttackConfig.from_dict(data.pop("attack", {}))
-        return cls(attack=attack, **data)
+        checks = CheckSettings.from_dict(data.pop("checks", None))
+        return cls(attack=attack, checks=checks, **data)
 
     def generator(self) -> torch.Generator:
         """A fresh CPU generator seeded with ``seed``."""

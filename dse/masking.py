@@ -1,0 +1,246 @@
+"""Gradient-masking checks: signs that a robust accuracy comes from a broken attack, not a robust model.
+
+After Athalye, Carlini & Wagner (2018) and Carlini et al. (2019, "On evaluating adversarial
+robustness"), whose checklist these follow, and AutoAttack's ``checks.py``. Each check compares
+attacks that should order themselves one way on any honestly differentiable model:
+
+* ``zero_or_nonfinite_gradients``: too many samples whose input gradient (of the margin loss, which
+  does not saturate like cross entropy) is all zero or not finite;
+* ``accuracy_rises_with_eps``: robust accuracy goes up as the ball grows;
+* ``not_broken_at_large_eps``: accuracy stays above ``large_eps_max_acc`` at a large eps (0.5 for
+  l_inf, half the box diagonal for l_2), where any honest first-order attack wins;
+* ``more_iterations_raise_accuracy``: PGD with more steps and restarts scores higher than the
+  evaluation attack;
+* ``single_step_beats_iterative``: FGSM scores lower than the iterative evaluation attack;
+* ``black_box_beats_white_box``: Square (queries only) scores lower than the best white-box attack.
+
+A candidate that trips any check gets its name in ``masking_flags``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dse._errors import SpecError
+from dse.attacks import AttackConfig, _attack_mode, attack_loss, fgsm, pgd
+from dse.data import Split, iterate_batches
+
+__all__ = ["CHECKS", "CheckSettings", "input_gradient_stats", "masking_checks"]
+
+#: Every flag a check can raise, in the order the checks run.
+CHECKS: tuple[str, ...] = (
+    "zero_or_nonfinite_gradients",
+    "accuracy_rises_with_eps",
+    "not_broken_at_large_eps",
+    "more_iterations_raise_accuracy",
+    "single_step_beats_iterative",
+    "black_box_beats_white_box",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckSettings:
+    """How hard the checks look.
+
+    Args:
+        enabled: Run the checks at all (a study scores every candidate with them by default).
+        samples: Evaluate the first this many samples.
+        eps_multiples: Multiples of the threat model's eps for the monotonicity sweep.
+        large_eps: The large eps; ``None``: 0.5 for l_inf, ``0.5 * sqrt(input size)`` for l_2.
+        large_eps_max_acc: Highest accuracy allowed at the large eps.
+        zero_grad_max: Highest fraction of samples allowed a zero or non-finite input gradient.
+        tolerance: Margin (accuracy, absolute) before an ordering between attacks counts as broken.
+        strong_steps: Steps of the stronger PGD (its step size is eps / 4).
+        strong_restarts: Random restarts of the stronger PGD.
+        square_queries: Queries of the black-box Square attack (0 skips that check).
+    """
+
+    enabled: bool = True
+    samples: int = 200
+    eps_multiples: tuple[float, ...] = (1.0, 2.0, 4.0)
+    large_eps: float | None = None
+    large_eps_max_acc: float = 0.05
+    zero_grad_max: float = 0.05
+    tolerance: float = 0.03
+    strong_steps: int = 50
+    strong_restarts: int = 2
+    square_queries: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise SpecError(f"checks.samples: must be a positive integer, got {self.samples!r}")
+        if not self.eps_multiples or any(not isinstance(m, (int, float)) or m <= 0 for m in self.eps_multiples):
+            raise SpecError(f"checks.eps_multiples: must be positive numbers, got {self.eps_multiples!r}")
+        object.__setattr__(self, "eps_multiples", tuple(sorted(float(m) for m in self.eps_multiples)))
+        for name in ("large_eps_max_acc", "zero_grad_max", "tolerance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise SpecError(f"checks.{name}: must be in [0, 1], got {value!r}")
+        if self.large_eps is not None and (not isinstance(self.large_eps, (int, float)) or self.large_eps <= 0):
+            raise SpecError(f"checks.large_eps: must be positive, got {self.large_eps!r}")
+        for name in ("strong_steps", "strong_restarts"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SpecError(f"checks.{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.square_queries, int) or self.square_queries < 0:
+            raise SpecError(f"checks.square_queries: must be a non-negative integer, got {self.square_queries!r}")
+        if self.extra:
+            raise SpecError(f"checks.{sorted(self.extra)[0]}: unknown key (known: {', '.join(_FIELDS)})")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | bool | None) -> CheckSettings:
+        """From a study/candidate ``eval.checks`` value: a mapping, or ``false`` to disable."""
+        if data is None or data is True:
+            return cls()
+        if data is False:
+            return cls(enabled=False)
+        if not isinstance(data, dict):
+            raise SpecError(f"checks: must be a mapping or a boolean, got {type(data).__name__}")
+        known = {k: v for k, v in data.items() if k in _FIELDS}
+        if "eps_multiples" in known:
+            known["eps_multiples"] = tuple(known["eps_multiples"])
+        return cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON/YAML)."""
+        d = asdict(self)
+        d.pop("extra")
+        d["eps_multiples"] = list(self.eps_multiples)
+        return d
+
+
+_FIELDS = tuple(f for f in CheckSettings.__dataclass_fields__ if f != "extra")
+
+
+def input_gradient_stats(model: nn.Module, data: Split, *, batch_size: int = 256) -> dict[str, float]:
+    """Fractions of samples whose margin-loss input gradient is all zero, or has a non-finite entry.
+
+    The margin loss ``max_{j != y} z_j - z_y`` is used rather than cross entropy because a confident,
+    honest model can underflow the cross-entropy gradient to exactly zero in float32.
+    """
+    device = next(model.parameters()).device
+    zero = nonfinite = 0
+    with _attack_mode(model):
+        for x, y in iterate_batches(data, batch_size, shuffle=False):
+            x = x.to(device).clone().requires_grad_(True)
+            loss = attack_loss(model(x).float(), y.to(device), "margin").sum()
+            (grad,) = torch.autograd.grad(loss, x)
+            flat = grad.reshape(grad.shape[0], -1)
+            bad = ~torch.isfinite(flat).all(dim=1)
+            nonfinite += int(bad.sum())
+            zero += int(((flat == 0).all(dim=1) & ~bad).sum())
+    n = len(data)
+    return {"zero_fraction": zero / n, "nonfinite_fraction": nonfinite / n}
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return model(x).argmax(1) == y
+
+
+def _accuracy(model: nn.Module, data: Split, attack_fn, batch_size: int) -> float:
+    device = next(model.parameters()).device
+    was_training = model.training
+    correct = 0
+    try:
+        model.eval()
+        for x, y in iterate_batches(data, batch_size, shuffle=False):
+            x, y = x.to(device), y.to(device)
+            x_adv = attack_fn(x, y)
+            correct += int((_correct(model, x, y) & _correct(model, x_adv, y)).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(data)
+
+
+def _large_eps(settings: CheckSettings, attack: AttackConfig, data: Split) -> float:
+    if settings.large_eps is not None:
+        return float(settings.large_eps)
+    if attack.norm == "linf":
+        return 0.5
+    return 0.5 * math.sqrt(data.x[0].numel())
+
+
+def masking_checks(
+    model: nn.Module,
+    data: Split,
+    *,
+    attack: AttackConfig,
+    settings: CheckSettings | None = None,
+    white_box_acc: float | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Runs every check on the first ``settings.samples`` samples of ``data``.
+
+    Args:
+        model: Classifier taking ``[0, 1]`` inputs; its train/eval mode is restored.
+        data: Evaluation samples.
+        attack: The evaluation attack (threat model and the "weak" iterative attack).
+        settings: Thresholds and budgets; defaults to :class:`CheckSettings`.
+        white_box_acc: Best white-box robust accuracy known for these samples (e.g. from a suite);
+            the black-box check compares against the lower of it and the checks' own attacks.
+        batch_size: Samples per batch.
+        seed: Seeds the random starts and Square.
+
+    Returns:
+        ``{"masking_flags": [...], "checks": {name: {"passed": bool, ...figures}}, "samples": n,
+        "settings": ...}``; ``masking_flags`` is empty when every check passes.
+    """
+    settings = settings or CheckSettings()
+    if not settings.enabled:
+        return {"masking_flags": [], "checks": {}, "samples": 0, "settings": settings.to_dict()}
+    if settings.samples < len(data):
+        data = Split(x=data.x[: settings.samples], y=data.y[: settings.samples])
+    tol = settings.tolerance
+    ratio = attack.step_size / attack.eps if attack.eps > 0 else 0.25
+
+    def pgd_at(eps: float, steps: int, restarts: int = 1, step_ratio: float = ratio):
+        generator = torch.Generator().manual_seed(seed)
+        return lambda x, y: pgd(
+            model, x, y, eps=eps, step_size=step_ratio * eps, steps=steps, restarts=restarts, norm=attack.norm,
+            loss=attack.loss, generator=generator,
+        )
+
+    checks: dict[str, dict[str, Any]] = {}
+    grads = input_gradient_stats(model, data, batch_size=batch_size)
+    bad = grads["zero_fraction"] + grads["nonfinite_fraction"]
+    checks["zero_or_nonfinite_gradients"] = {"passed": bad <= settings.zero_grad_max, **grads, "max": settings.zero_grad_max}
+
+    clean = _accuracy(model, data, lambda x, y: x, batch_size)
+    large = _large_eps(settings, attack, data)
+    eps_values = [0.0] + [m * attack.eps for m in settings.eps_multiples if m * attack.eps < large] + [large]
+    accs = [clean] + [_accuracy(model, data, pgd_at(e, attack.steps), batch_size) for e in eps_values[1:]]
+    rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + tol]
+    curve = [{"eps": e, "acc": a} for e, a in zip(eps_values, accs)]
+    checks["accuracy_rises_with_eps"] = {"passed": not rises, "curve": curve, "rises": rises}
+    checks["not_broken_at_large_eps"] = {"passed": accs[-1] <= settings.large_eps_max_acc, "eps": large, "acc": accs[-1],
+                                         "max": settings.large_eps_max_acc}
+
+    weak = accs[eps_values.index(attack.eps)] if attack.eps in eps_values else _accuracy(
+        model, data, pgd_at(attack.eps, attack.steps), batch_size)
+    strong = _accuracy(model, data, pgd_at(attack.eps, settings.strong_steps, settings.strong_restarts, 0.25), batch_size)
+    checks["more_iterations_raise_accuracy"] = {
+        "passed": strong <= weak + tol, "weak": weak, "strong": strong,
+        "weak_attack": f"PGD-{attack.steps}", "strong_attack": f"PGD-{settings.strong_steps}x{settings.strong_restarts}",
+    }
+    single = _accuracy(model, data, lambda x, y: fgsm(model, x, y, eps=attack.eps, norm=attack.norm), batch_size)
+    checks["single_step_beats_iterative"] = {"passed": single >= min(weak, strong) - tol, "fgsm": single,
+                                             "iterative": min(weak, strong)}
+    if settings.square_queries > 0:
+        from dse.suites import SUITE_ATTACKS, _square
+
+        run = _square(settings.square_queries)
+        square = _accuracy(model, data, lambda x, y: run(model, x, y, attack=attack, seed=seed), batch_size)
+        best_white = min(weak, strong, single, white_box_acc if white_box_acc is not None else 1.0)
+        checks["black_box_beats_white_box"] = {
+            "passed": square >= best_white - tol, "square": square, "white_box": best_white,
+            "square_attack": SUITE_ATTACKS["square"].describe(attack).replace("5000", str(settings.square_queries)),
+        }
+    flags = [name for name in CHECKS if name in checks and not checks[name]["passed"]]
+    return {"masking_flags": flags, "checks": checks, "samples": len(data), "settings": settings.to_dict(), "seed": seed}
