@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -14,6 +15,8 @@ import yaml
 from dse._errors import SpecError
 from dse.config import StudyConfig
 from dse.pareto import best_trial, knee_point, pareto_front
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["choose_trial", "export_candidate"]
 
@@ -47,6 +50,10 @@ def choose_trial(trials: pd.DataFrame, config: StudyConfig, *, trial: int | None
     raise SpecError(f"--pick {pick!r}: expected knee or best:OBJECTIVE")
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def export_candidate(
     trials: pd.DataFrame, config: StudyConfig, number: int, path: str | os.PathLike[str], *, storage: str
 ) -> dict[str, Any]:
@@ -69,6 +76,20 @@ def export_candidate(
         "scores": scores,
         "measurement": row.get("measurement"),
     }
+    flags = row.get("masking_flags")
+    if isinstance(flags, str):
+        content["source"]["masking_flags"] = [f for f in flags.split(";") if f]
+    rescored = {
+        col.split(".")[1]: float(row[col]) for col in row.index
+        if col.startswith("rescore.") and col.endswith(".robust_acc") and not _missing(row[col])
+    }
+    for suite in rescored:
+        content["source"].setdefault("rescore", {})[suite] = {
+            "robust_acc": rescored[suite],
+            "masking_flags": [f for f in str(row.get(f"rescore.{suite}.masking_flags") or "").split(";") if f],
+        }
+    if content["source"].get("masking_flags") or any(r["masking_flags"] for r in content["source"].get("rescore", {}).values()):
+        logger.warning("trial %d: gradient masking suspected; its robust accuracy may be overstated", number)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     how = (

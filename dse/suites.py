@@ -254,8 +254,8 @@ def evaluate_suite(
 ) -> dict[str, Any]:
     """Robust accuracy under an attack ensemble, the worst case per sample.
 
-    Each attack runs on the samples the model classifies correctly (clean); with ``cascade`` only on
-    those every earlier attack failed to break (as AutoAttack does: faster, but then the per-attack
+    The first attack runs on every sample; each later one on the samples the model classifies
+    correctly (clean); with ``cascade`` only on those every earlier attack failed to break (as AutoAttack does: faster, but then the per-attack
     figures are the cumulative robust accuracy after each attack, not each attack on its own).
 
     Args:
@@ -291,8 +291,12 @@ def evaluate_suite(
     for name in names:
         entry = SUITE_ATTACKS[name]
         start = time.perf_counter()
-        survives = clean_logits.argmax(1) == y_all
-        todo = torch.nonzero(robust if cascade else survives).squeeze(1)
+        clean_ok = clean_logits.argmax(1) == y_all
+        survives = clean_ok.clone()
+        # The first attack runs on every sample, so each has an adversarial example (perturbation
+        # instability needs them all); later ones only where robust accuracy can still change.
+        first = not per_attack
+        todo = torch.arange(n) if first else torch.nonzero(robust if cascade else clean_ok).squeeze(1)
         generator = torch.Generator().manual_seed(seed)
         for lo in range(0, todo.numel(), batch_size):
             idx = todo[lo : lo + batch_size]
@@ -302,9 +306,9 @@ def evaluate_suite(
             check_attack_bounds(x, x_adv, eps=attack.eps, norm=attack.norm, atol=1e-5)
             logits = _predict(model, x_adv).cpu()
             ok = logits.argmax(1) == y.cpu()
-            survives[idx] = ok
+            survives[idx] = ok & clean_ok[idx]
             # The worst-case example: the first one that breaks the sample, else the latest attack's.
-            still = robust[idx]
+            still = robust[idx] | first
             adv_logits[idx[still]] = logits[still]
             robust[idx[~ok]] = False
             if progress is not None:

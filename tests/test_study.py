@@ -175,6 +175,40 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     picked = yaml.safe_load(exported.read_text())
     assert trained["candidate"]["width_mult"] == picked["width_mult"] and trained["epochs"] == 1
+    # Every scored trial went through the gradient-masking checks; the flags reach the table and exports.
+    assert table["masking_flags"].notna().all()
+    assert isinstance(picked["source"]["masking_flags"], list)
+
+
+def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
+    """dse rescore: the front's checkpoints re-scored, drops and flags recorded, the report shows them."""
+    pytest.importorskip("torchattacks", reason="torchattacks is installed with --no-deps (see README)")
+    from dse.cli import main
+
+    study = {**TINY_DIGITS, "budget": {"n_trials": 2}, "eval": {**TINY_DIGITS["eval"], "checks": {"square_queries": 100}}}
+    path = _write(tmp_path, study)
+    assert main(["run", str(path), "--no-report", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["rescore", str(path), "--suite", "standard", "--trials", "0,1", "--eval-samples", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {r["number"]: r for r in result["trials"]}
+    assert set(rows) == {0, 1}
+    for r in rows.values():
+        assert set(r["per_attack"]) == {"pgd-50x5", "apgd-ce", "apgd-t"}
+        assert r["robust_acc"] <= min(r["per_attack"].values())
+        assert r["drop"] == pytest.approx(r["search_robust_acc"] - r["robust_acc"])
+    saved = json.loads(Path(result["path"]).read_text())
+    assert saved["transfer"]["models"] == ["trial 0", "trial 1"]
+    assert all("eps_curve" in t and "step_size_curve" in t for t in saved["trials"])
+    from dse.results import load_tables
+
+    trials, _, meta = load_tables(load_study_config(path))
+    assert trials.set_index("number").loc[0, "rescore.standard.robust_acc"] == pytest.approx(rows[0]["robust_acc"])
+    assert meta["rescore"][0]["suite"] == "standard"
+    html = Path(result["report"]).read_text()
+    assert "Robustness re-score" in html
+    for slug in ("rescore", "eps_curves_standard", "step_curves_standard", "transfer_standard"):
+        assert f'id="dse-{slug}"' in html, slug
 
 
 def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study(tmp_path):
