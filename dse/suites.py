@@ -278,6 +278,28 @@ def evaluate_suite(
     names = suite_attacks(suite)
     if max_samples is not None and max_samples < len(data):
         data = Split(x=data.x[:max_samples], y=data.y[:max_samples])
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()  # also for the clean pass: BatchNorm must not update its running statistics
+        return _run_suite(model, data, names, suite=suite, attack=attack, batch_size=batch_size, seed=seed,
+                          cascade=cascade, progress=progress)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _run_suite(
+    model: nn.Module,
+    data: Split,
+    names: tuple[str, ...],
+    *,
+    suite: str | Sequence[str],
+    attack: AttackConfig,
+    batch_size: int,
+    seed: int,
+    cascade: bool,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, Any]:
     device = next(model.parameters()).device
     n = len(data)
     if n == 0:

@@ -75,6 +75,7 @@ def test_suite_registry_names_known_attacks():
 def test_every_suite_attack_stays_in_the_threat_model_and_restores_mode(name, trained_digits_model, digits):
     """Every registry entry: runs, keeps the caller's mode and RNG, never beats the clean accuracy."""
     model = trained_digits_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     state = torch.random.get_rng_state()
     try:
@@ -83,6 +84,8 @@ def test_every_suite_attack_stays_in_the_threat_model_and_restores_mode(name, tr
         training = model.training
         model.eval()
     assert training, "the caller's train mode is restored"
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "weights and BatchNorm statistics untouched"
     assert torch.equal(torch.random.get_rng_state(), state), "the global RNG is untouched (torchattacks reseeds it)"
     assert 0.0 <= out["robust_acc"] <= out["natural_acc"]
     assert out["per_attack"][name]["robust_acc"] == pytest.approx(out["robust_acc"])
