@@ -78,7 +78,7 @@ def export_candidate(
     }
     flags = row.get("masking_flags")
     if isinstance(flags, str):
-        content["source"]["masking_flags"] = [f for f in flags.split(";") if f]
+        content["source"]["masking_flags"] = [f for f in flags.split(";") if f and f != "none"]
     rescored = {
         col.split(".")[1]: float(row[col]) for col in row.index
         if col.startswith("rescore.") and col.endswith(".robust_acc") and not _missing(row[col])
@@ -86,7 +86,7 @@ def export_candidate(
     for suite in rescored:
         content["source"].setdefault("rescore", {})[suite] = {
             "robust_acc": rescored[suite],
-            "masking_flags": [f for f in str(row.get(f"rescore.{suite}.masking_flags") or "").split(";") if f],
+            "masking_flags": [f for f in str(row.get(f"rescore.{suite}.masking_flags") or "").split(";") if f and f != "none"],
         }
     if content["source"].get("masking_flags") or any(r["masking_flags"] for r in content["source"].get("rescore", {}).values()):
         logger.warning("trial %d: gradient masking suspected; its robust accuracy may be overstated", number)

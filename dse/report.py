@@ -225,7 +225,7 @@ def _hover(
     if category == "infeasible" and not _is_missing(violation):
         parts.append(f"constraint violation: {_esc(_fmt(violation))}")
     flags = row.get("masking_flags") if "masking_flags" in row.index else None
-    if isinstance(flags, str) and flags:
+    if isinstance(flags, str) and flags and flags != "none":
         parts.append(f"<b>gradient masking suspected</b>: {_esc(flags.replace(';', ', '))}")
     return "<br>".join(parts)
 
@@ -975,7 +975,7 @@ def write_report(
             if png_dir is not None:
                 export_png(fig, Path(png_dir) / f"{_slug(slug)}.png")
     checked = int(trials["masking_flags"].notna().sum()) if "masking_flags" in trials.columns else 0
-    flagged = int(trials["masking_flags"].fillna("").astype(str).ne("").sum()) if checked else 0
+    flagged = int(trials["masking_flags"].fillna("none").astype(str).ne("none").sum()) if checked else 0
     masking_note = (
         f'<p class="note">Gradient-masking checks ran on {checked} scored trial(s); {flagged} flagged '
         "(column masking_flags, and a line in the hover of their points).</p>" if checked else ""

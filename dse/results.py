@@ -20,6 +20,11 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
+def _flags(flags: list[str]) -> str:
+    """Masking flags as one cell: ``"none"`` when every check passed (an empty cell means not checked)."""
+    return ";".join(flags) if flags else "none"
+
+
 def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
     """One row per trial: number, state, feasibility, objectives and metrics, candidate keys, error."""
     names = config.recorded_names()
@@ -47,7 +52,7 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "checkpoint": t.user_attrs.get("checkpoint"),
             "node": t.user_attrs.get("node"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
-            "masking_flags": ";".join(t.user_attrs["masking_flags"]) if "masking_flags" in t.user_attrs else None,
+            "masking_flags": _flags(t.user_attrs["masking_flags"]) if "masking_flags" in t.user_attrs else None,
         }
         for name, value in t.user_attrs.get("suite_per_attack", {}).items():
             row[f"attack.{name}"] = value
@@ -55,7 +60,7 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             if str(t.number) in scored:
                 row[f"rescore.{suite}.robust_acc"] = scored[str(t.number)]["robust_acc"]
                 row[f"rescore.{suite}.drop"] = scored[str(t.number)]["drop"]
-                row[f"rescore.{suite}.masking_flags"] = ";".join(scored[str(t.number)]["masking_flags"])
+                row[f"rescore.{suite}.masking_flags"] = _flags(scored[str(t.number)]["masking_flags"])
         for name in names:
             row[name] = float(metrics[name]) if name in metrics else math.nan
         for key, value in candidate.items():
