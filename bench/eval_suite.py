@@ -5,12 +5,12 @@ target classes; l_inf eps 8/255) and prints images/s per attack and for the whol
 PGD-50 run by dse and by torchattacks on the same batch (the ratio says what dse's PGD costs against
 the reference implementation).
 
-With the CIFAR-10 subset (``--data-root``, default ../shared/data/cifar10-subset) the model is first
-trained naturally for a few epochs and the first ``--samples`` clean-correct test images are attacked
-(the suite skips misclassified ones after its first attack); without it, uniform noise, a random-init
-model and its own predictions as labels. PGD's extra restarts run only on still-robust samples, so
-on a non-robust model PGD-50 x 5 costs about one run; the worst case (all five restarts) is printed
-too. APGD runs all its iterations either way.
+The cost depends on the model: PGD's extra restarts, and APGD-T's further target classes, run only
+on samples still robust. So two cases are measured: a model trained naturally for a few epochs on the
+CIFAR-10 subset (``--data-root``, default ../shared/data/cifar10-subset), attacked on its first
+``--samples`` clean-correct test images (broken early: the cheap end), and a random-init model whose
+own predictions are the labels (nothing breaks, every iteration of every attack runs: the expensive
+end; a robust model lies between). Without the subset, only the second case runs, on uniform noise.
 
 Usage: ``python bench/eval_suite.py [--samples 64] [--batch-size 64] [--threads N] [--device cpu]``
 """
@@ -29,23 +29,33 @@ from dse.models import build_model
 from dse.suites import SUITES, evaluate_suite
 from dse.training import default_recipe, train
 
+MBN = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6}
 CIFAR = dict(in_channels=3, num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
 
 
-def _model_and_data(n: int, root: Path, epochs: int, device: torch.device) -> tuple[torch.nn.Module, Split, str]:
-    torch.manual_seed(0)
-    model = build_model({"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6}, **CIFAR)
-    if (root / "cifar-10-batches-py" / "test_batch").is_file():
+def _scenarios(n: int, root: Path, epochs: int, device: torch.device):
+    """(label, model, data): a trained model, then a random-init one that nothing breaks."""
+    cifar = (root / "cifar-10-batches-py" / "test_batch").is_file()
+    x = None
+    if cifar:
+        torch.manual_seed(0)
+        model = build_model(MBN, **CIFAR)
         data = load_dataset("cifar10", root=root, val_fraction=0.0)
         train(model, data, default_recipe("cifar10", method="natural", epochs=epochs, eval_every=0), device=device)
         model = model.to(device).eval()
-        return model, data.test.to(device), f"CIFAR-10 test images from {root}, model trained {epochs} natural epochs"
-    x = torch.rand(n, 3, 32, 32, device=device)
-    model = model.to(device).eval()
+        test = data.test.to(device)
+        with torch.no_grad():
+            keep = torch.nonzero(model(test.x).argmax(1) == test.y).squeeze(1)[:n]
+        x = test.x[keep]
+        yield f"trained {epochs} natural epochs on the CIFAR-10 subset, {n} clean-correct test images", model, Split(
+            x=x, y=test.y[keep])
+    torch.manual_seed(0)
+    model = build_model(MBN, **CIFAR).to(device).eval()
+    x = x if x is not None else torch.rand(n, 3, 32, 32, device=device)
     with torch.no_grad():
         y = model(x).argmax(1)
-    return model, Split(x=x, y=y), "uniform noise (no CIFAR-10 found), random-init model, labels = its predictions"
+    yield "random init, labels = its own predictions (attacks break nothing: every iteration runs)", model, Split(x=x, y=y)
 
 
 def main() -> None:
@@ -60,38 +70,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model, data, source = _model_and_data(args.samples, args.data_root, args.train_epochs, device)
-    model = model.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        clean = model(data.x).argmax(1) == data.y
-    keep = torch.nonzero(clean).squeeze(1)[: args.samples]  # attacks run on clean-correct samples only
-    data = Split(x=data.x[keep], y=data.y[keep])
-    x, y = data.x, data.y
     attack = AttackConfig(eps=8 / 255, step_size=2 / 255, steps=20)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; {len(data)} images: {source}")
-    print(f"model MobileNet-tiny W=0.35 E=6, {len(data)} clean-correct images attacked; suite standard = {SUITES['standard']}")
-
-    start = time.perf_counter()
-    out = evaluate_suite(model, data, suite="standard", attack=attack, batch_size=args.batch_size)
-    total = time.perf_counter() - start
-    print(f"{'attack':12s} {'seconds':>8s} {'images/s':>9s} {'robust acc':>11s}")
-    for name, entry in out["per_attack"].items():
-        print(f"{name:12s} {entry['seconds']:8.1f} {len(data) / entry['seconds']:9.2f} {entry['robust_acc']:11.3f}")
-    print(f"{'suite':12s} {total:8.1f} {len(data) / total:9.2f} {out['robust_acc']:11.3f}")
-
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads;"
+          f" MobileNet-tiny W=0.35 E=6; suite standard = {', '.join(SUITES['standard'])}, l_inf eps 8/255")
     import torchattacks
 
-    generator = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    pgd(model, x, y, eps=attack.eps, step_size=attack.eps / 4, steps=50, generator=generator)
-    t_dse = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    torchattacks.PGD(model, eps=attack.eps, alpha=attack.eps / 4, steps=50, random_start=True)(x, y)
-    t_ta = time.perf_counter() - t0
-    worst = total - out["per_attack"]["pgd-50x5"]["seconds"] + 5 * t_dse
-    print(f"suite, worst case (all 5 PGD restarts run on every sample): ~{len(data) / worst:.2f} images/s")
-    print(f"PGD-50, one run: dse {len(data) / t_dse:.2f} images/s, torchattacks {len(data) / t_ta:.2f} images/s,"
-          f" ratio dse/torchattacks {t_ta / t_dse:.2f}x")
+    for label, model, data in _scenarios(args.samples, args.data_root, args.train_epochs, device):
+        model = model.to(memory_format=torch.channels_last)
+        print(f"\n{label}")
+        start = time.perf_counter()
+        out = evaluate_suite(model, data, suite="standard", attack=attack, batch_size=args.batch_size)
+        total = time.perf_counter() - start
+        print(f"  {'attack':12s} {'seconds':>8s} {'images/s':>9s} {'robust acc':>11s}")
+        for name, entry in out["per_attack"].items():
+            print(f"  {name:12s} {entry['seconds']:8.1f} {len(data) / entry['seconds']:9.2f} {entry['robust_acc']:11.3f}")
+        print(f"  {'suite':12s} {total:8.1f} {len(data) / total:9.2f} {out['robust_acc']:11.3f}")
+        t0 = time.perf_counter()
+        pgd(model, data.x, data.y, eps=attack.eps, step_size=attack.eps / 4, steps=50, generator=torch.Generator().manual_seed(0))
+        t_dse = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        torchattacks.PGD(model, eps=attack.eps, alpha=attack.eps / 4, steps=50, random_start=True)(data.x, data.y)
+        t_ta = time.perf_counter() - t0
+        print(f"  PGD-50, one run: dse {len(data) / t_dse:.2f} images/s, torchattacks {len(data) / t_ta:.2f} images/s,"
+              f" ratio dse/torchattacks {t_ta / t_dse:.2f}x")
 
 if __name__ == "__main__":
     main()
