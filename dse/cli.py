@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", help="two or more checkpoints trained on the same data set")
     _add_data_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("-o", "--output", help="JSON file to write")
+    p.add_argument("-o", "--output", help="JSON file to write (default: transfer.json beside the first checkpoint)")
     _add_eval_args(p)
     return parser
 
@@ -400,8 +400,8 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
     result = transfer_matrix(models, split, attack=settings.attack, batch_size=settings.batch_size,
                              max_samples=settings.max_samples, seed=settings.seed)
     result["checkpoints"] = [str(p) for p in args.checkpoints]
-    if args.output:
-        result["output"] = str(_write_json(Path(args.output), result))
+    output = Path(args.output) if args.output else Path(args.checkpoints[0]).with_name("transfer.json")
+    result["output"] = str(_write_json(output, result))
     return result
 
 

@@ -48,6 +48,8 @@ def _front_numbers(config: StudyConfig, storage: str | None) -> list[int]:
     if not len(trials):
         return []
     mask = pareto_mask(trials, meta["objectives"]).to_numpy()
+    if "duplicate_of" in trials.columns:  # repeats reuse an earlier trial's model: score it once
+        mask &= trials["duplicate_of"].isna().to_numpy()
     return [int(n) for n in trials.loc[mask, "number"]]
 
 

@@ -31,7 +31,7 @@ def robustness_report(
         data: Evaluation samples; ``settings.max_samples`` of them are attacked.
         settings: :class:`objectives.EvalSettings` (attack = threat model, suite, checks, seed).
         curves: Also compute the eps curve (seed 002 Alg. 2) and the step-size convergence curves
-            (seed 004 sec. 4.1) on the checks' samples.
+            (seed 004 sec. 4.1) on the first ``min(checks.samples, max_samples)`` samples.
         checks: Run the gradient-masking checks (``settings.checks``; ignored when they are disabled).
         cache: Filled with the clean and worst-case logits (``"logits"``), which
             :func:`objectives.evaluate_objectives` then reuses for robust accuracy and instability.
@@ -74,7 +74,7 @@ def robustness_report(
         result["checks_samples"] = report["samples"]
     if curves:
         num_classes = int(tensors["clean_logits"].shape[1])
-        samples = min(settings.checks.samples, len(data))
+        samples = min(settings.checks.samples, len(settings.samples(data)))
         result["eps_curve"] = eps_curve(
             model, data, norm=settings.attack.norm, steps=settings.attack.steps, num_classes=num_classes,
             batch_size=settings.batch_size, max_samples=samples, seed=settings.seed,

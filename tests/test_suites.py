@@ -213,3 +213,24 @@ def test_cli_eval_suite_json(tmp_path, capsys, trained_digits_model, digits):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(ckpt), "--suite", "strong"])
     assert exit_info.value.code == 2
+
+
+def test_cli_eval_curves_and_transfer(tmp_path, capsys, trained_digits_model, digits, masked_model):
+    from dse.checkpoint import save_checkpoint
+    from dse.cli import main
+
+    data = {"dataset": "digits", "subset": 600, "val_fraction": 0.2, "seed": 0}
+    cand = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 2}
+    a = save_checkpoint(tmp_path / "a.pt", trained_digits_model, candidate=cand, data=data)
+    b = save_checkpoint(tmp_path / "b.pt", masked_model[1], candidate=cand, data=data)
+    assert main(["eval", str(a), "--curves", "--no-checks", "--eval-samples", "40", "--eval-steps", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["checks"] == {} and out["masking_flags"] == []
+    assert out["eps_curve"]["points"][0] == {"eps": 0.0, "acc": pytest.approx(out["natural_acc"])}
+    assert out["step_size_curve"]["worst_step_ratio"] in (0.05, 0.25, 0.5)
+    assert main(["transfer", str(a), str(b), "--eval-samples", "50", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["models"] == ["a", "b"] and len(result["acc"]) == 2
+    assert json.loads((tmp_path / "transfer.json").read_text())["acc"] == result["acc"]
+    assert main(["transfer", str(a)]) == 2
+    assert "at least two" in capsys.readouterr().err
