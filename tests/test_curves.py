@@ -90,11 +90,11 @@ def test_eps_curve_does_not_attack_after_stop(monkeypatch, digits, trained_digit
 
     monkeypatch.setattr(curves, "pgd", spy)
     out = eps_curve(
-        trained_digits_model, digits.test, eps=[0.3, 0.6, 0.9], steps=5, num_classes=10, max_samples=40
+        trained_digits_model, digits.test, eps=[0.5, 0.7, 0.9], steps=5, num_classes=10, max_samples=40
     )
-    assert [p["eps"] for p in out["points"]] == [0.0, 0.3]
-    assert out["below_chance_at"] == 0.3
-    assert set(seen) == {0.3}
+    assert [p["eps"] for p in out["points"]] == [0.0, 0.5]
+    assert out["below_chance_at"] == 0.5
+    assert set(seen) == {0.5}
 
 
 def test_eps_curve_explicit_list_and_fractions(digits, trained_digits_model):
