@@ -16,19 +16,19 @@ thin ``_draw_*()`` functions into ``plotly.graph_objects.Figure`` objects:
   (seed 003, eq. 7) heat-maps.
 
 :func:`robustness_sections` returns every section in page order, :func:`robustness_summary` a
-small HTML table. The module is self-contained (no import of :mod:`dse.report`) so that
-``dse.report`` can import it at module level without an import cycle.
+small HTML table. It shares :mod:`dse.report`'s escaping, palette and helpers; ``dse.report``
+imports this module inside ``write_report`` (no import cycle).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from dse.report import _PALETTE, _esc, _slug, _spread
 
 __all__ = ["robustness_sections", "robustness_summary"]
 
@@ -51,30 +51,13 @@ MAX_STEP_TRIALS = 6  # panels of the step-size figure, spread over the trials wi
 SEARCH_COLOR = "#7f7f7f"
 SUITE_COLOR = "#1f77b4"
 FLAG_COLOR = "#d62728"
-_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-    "#bcbd22",
-    "#7f7f7f",
-)
 _NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1"}
 _HOVER_WRAP = 90  # characters per hover line of a measurement string
 
 
 # --------------------------------------------------------------------------------------------
-# Small helpers (copies of dse.report's, kept here to avoid an import cycle)
+# Small helpers (numbers here are JSON values: bools are not numbers, digits vary)
 # --------------------------------------------------------------------------------------------
-
-
-def _esc(value: Any) -> str:
-    """HTML-escapes any value's string form (quotes included)."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _num(value: Any) -> float | None:
@@ -94,21 +77,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if v is None:
         return "" if value is None or isinstance(value, (int, float)) else str(value)
     return f"{v:.{digits}g}"
-
-
-def _spread(items: Sequence[Any], k: int) -> list[Any]:
-    """``k`` items evenly spread over ``items`` (both ends kept), order preserved."""
-    n = len(items)
-    if n <= k:
-        return list(items)
-    if k <= 1:
-        return [items[0]] if k == 1 else []
-    idx = sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
-    return [items[i] for i in idx]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "figure"
 
 
 def _wrap(text: Any, width: int = _HOVER_WRAP) -> list[str]:

@@ -20,7 +20,7 @@ A candidate that trips any check gets its name in ``masking_flags``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -70,7 +70,6 @@ class CheckSettings:
     strong_steps: int = 50
     strong_restarts: int = 2
     square_queries: int = 1000
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.samples, int) or self.samples < 1:
@@ -89,8 +88,6 @@ class CheckSettings:
                 raise SpecError(f"checks.{name}: must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.square_queries, int) or self.square_queries < 0:
             raise SpecError(f"checks.square_queries: must be a non-negative integer, got {self.square_queries!r}")
-        if self.extra:
-            raise SpecError(f"checks.{sorted(self.extra)[0]}: unknown key (known: {', '.join(_FIELDS)})")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | bool | None) -> CheckSettings:
@@ -101,20 +98,22 @@ class CheckSettings:
             return cls(enabled=False)
         if not isinstance(data, dict):
             raise SpecError(f"checks: must be a mapping or a boolean, got {type(data).__name__}")
-        known = {k: v for k, v in data.items() if k in _FIELDS}
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise SpecError(f"checks.{unknown[0]}: unknown key (known: {', '.join(_FIELDS)})")
+        known = dict(data)
         if "eps_multiples" in known:
             known["eps_multiples"] = tuple(known["eps_multiples"])
-        return cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS})
+        return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON/YAML)."""
         d = asdict(self)
-        d.pop("extra")
         d["eps_multiples"] = list(self.eps_multiples)
         return d
 
 
-_FIELDS = tuple(f for f in CheckSettings.__dataclass_fields__ if f != "extra")
+_FIELDS = tuple(CheckSettings.__dataclass_fields__)
 
 
 def input_gradient_stats(model: nn.Module, data: Split, *, batch_size: int = 256) -> dict[str, float]:
@@ -233,14 +232,14 @@ def masking_checks(
     checks["single_step_beats_iterative"] = {"passed": single >= min(weak, strong) - tol, "fgsm": single,
                                              "iterative": min(weak, strong)}
     if settings.square_queries > 0:
-        from dse.suites import SUITE_ATTACKS, _square
+        from dse.suites import _describe_square, _square
 
         run = _square(settings.square_queries)
         square = _accuracy(model, data, lambda x, y: run(model, x, y, attack=attack, seed=seed), batch_size)
         best_white = min(weak, strong, single, white_box_acc if white_box_acc is not None else 1.0)
         checks["black_box_beats_white_box"] = {
             "passed": square >= best_white - tol, "square": square, "white_box": best_white,
-            "square_attack": SUITE_ATTACKS["square"].describe(attack).replace("5000", str(settings.square_queries)),
+            "square_attack": _describe_square(attack, settings.square_queries),
         }
     flags = [name for name in CHECKS if name in checks and not checks[name]["passed"]]
     return {"masking_flags": flags, "checks": checks, "samples": len(data), "settings": settings.to_dict(), "seed": seed}

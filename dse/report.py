@@ -36,8 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse._report_robustness import robustness_sections, robustness_summary
-
 from dse.pareto import (
     _objective_values,
     best_trial,
@@ -957,6 +955,8 @@ def write_report(
         )
         if png_dir is not None:
             export_png(fig, Path(png_dir) / f"{_slug(slug)}.png")
+
+    from dse._report_robustness import robustness_sections, robustness_summary
 
     rescores = list(meta.get("rescore") or [])
     rob_blocks: list[str] = []

@@ -40,14 +40,15 @@ def load_rescores(config: StudyConfig) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("rescore-*.json"))] if out.is_dir() else []
 
 
-def _front_numbers(config: StudyConfig, storage: str | None) -> list[int]:
+def _front_numbers(study, config: StudyConfig) -> list[int]:
     from dse.pareto import pareto_mask
-    from dse.results import load_tables
+    from dse.results import trials_frame
 
-    trials, _, meta = load_tables(config, storage)
+    trials = trials_frame(study, config)
     if not len(trials):
         return []
-    mask = pareto_mask(trials, meta["objectives"]).to_numpy()
+    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
+    mask = pareto_mask(trials, objectives).to_numpy()
     if "duplicate_of" in trials.columns:  # repeats reuse an earlier trial's model: score it once
         mask &= trials["duplicate_of"].isna().to_numpy()
     return [int(n) for n in trials.loc[mask, "number"]]
@@ -102,7 +103,7 @@ def rescore_study(
         raise SpecError(f"split: must be val or test, got {split!r}")
     study = open_study(config, storage, create=False)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    numbers = trials if trials is not None else _front_numbers(config, storage)
+    numbers = trials if trials is not None else _front_numbers(study, config)
     if not numbers:
         raise SpecError(f"{config.name}: no complete trial to re-score")
     data = config.data

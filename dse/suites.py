@@ -33,7 +33,17 @@ import torch
 from torch import Tensor, nn
 
 from dse._errors import SpecError
-from dse.attacks import AttackConfig, _project, bim, check_attack_bounds, fgsm, pgd, run_attack
+from dse.attacks import (
+    AttackConfig,
+    _attack_mode,
+    _fmt_fraction,
+    _project,
+    bim,
+    check_attack_bounds,
+    fgsm,
+    pgd,
+    run_attack,
+)
 from dse.data import Split, iterate_batches
 
 __all__ = ["SUITES", "SUITE_ATTACKS", "SuiteAttack", "describe_suite", "evaluate_suite", "suite_attacks"]
@@ -81,16 +91,11 @@ def _torchattacks() -> Any:
 
 @contextlib.contextmanager
 def _isolated(model: nn.Module) -> Iterator[None]:
-    """Eval mode, gradients on, the global RNG untouched (torchattacks reseeds it), modes restored."""
-    modes = [(m, m.training) for m in model.modules()]
+    """:func:`dse.attacks._attack_mode` (eval mode, gradients on, modes restored), with the global
+    RNG untouched: torchattacks reseeds it."""
     devices = [p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"][:1]
-    try:
-        with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
-            model.eval()
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
+    with torch.random.fork_rng(devices=devices), _attack_mode(model):
+        yield
 
 
 def _eval_attack(model: nn.Module, x: Tensor, y: Tensor, *, attack: AttackConfig, generator: torch.Generator, **_: Any) -> Tensor:
@@ -158,9 +163,11 @@ def _cw_l2(model: nn.Module, x: Tensor, y: Tensor, **_: Any) -> Tensor:
 
 def _threat(attack: AttackConfig) -> str:
     """``"linf eps=8/255"``."""
-    text = attack.describe()
-    eps = text.split(" eps=", 1)[1].split(" ", 1)[0]
-    return f"{attack.norm} eps={eps}"
+    return f"{attack.norm} eps={_fmt_fraction(attack.eps)}"
+
+
+def _describe_square(attack: AttackConfig, queries: int = 5000) -> str:
+    return f"Square {_threat(attack)} {queries} queries, p_init=0.8, margin loss (torchattacks)"
 
 
 SUITE_ATTACKS: dict[str, SuiteAttack] = {
@@ -192,7 +199,7 @@ SUITE_ATTACKS: dict[str, SuiteAttack] = {
         ),
         SuiteAttack(
             name="square",
-            describe=lambda a: f"Square {_threat(a)} 5000 queries, p_init=0.8, margin loss (torchattacks)",
+            describe=_describe_square,
             run=_square(5000),
             white_box=False,
             library="torchattacks",
@@ -278,14 +285,9 @@ def evaluate_suite(
     names = suite_attacks(suite)
     if max_samples is not None and max_samples < len(data):
         data = Split(x=data.x[:max_samples], y=data.y[:max_samples])
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()  # also for the clean pass: BatchNorm must not update its running statistics
+    with _attack_mode(model):  # eval mode for the clean pass too: BatchNorm statistics stay as they are
         return _run_suite(model, data, names, suite=suite, attack=attack, batch_size=batch_size, seed=seed,
                           cascade=cascade, progress=progress)
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _run_suite(
