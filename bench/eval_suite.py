@@ -1,6 +1,6 @@
 """Throughput of the standard evaluation suite on MobileNet-tiny W=0.35 E=6, 32x32 RGB inputs.
 
-Runs ``dse.suites.evaluate_suite(suite="standard")`` (PGD-50 x 5 restarts, APGD-CE, APGD-T with 9
+Runs ``dse.robust.suites.evaluate_suite(suite="standard")`` (PGD-50 x 5 restarts, APGD-CE, APGD-T with 9
 target classes; l_inf eps 8/255) and prints images/s per attack and for the whole suite, next to one
 PGD-50 run by dse and by torchattacks on the same batch (the ratio says what dse's PGD costs against
 the reference implementation).
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from dse.attacks import AttackConfig, pgd
+from dse.robust.attacks import AttackConfig, pgd
 from dse.data import Split, load_dataset
 from dse.models import build_model
-from dse.suites import SUITES, evaluate_suite
+from dse.robust.suites import SUITES, evaluate_suite
 from dse.training import default_recipe, train
 
 MBN = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6}

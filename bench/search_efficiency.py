@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from dse._errors import DseError
+    from dse.errors import DseError
 
     try:
         table = NB201Table(args.root, dataset=args.dataset)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from dse.attacks import pgd
+from dse.robust.attacks import pgd
 from dse.data import Split, iterate_batches, random_crop_flip
 from dse.models import build_model
 from dse.profile import profile_model

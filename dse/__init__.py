@@ -1,6 +1,6 @@
 """dse: design-space exploration of compact CNNs that stay accurate under adversarial attack."""
 
-from dse._errors import DataError, DseError, SpecError
+from dse.errors import DataError, DseError, SpecError
 
 __all__ = ["DataError", "DseError", "SpecError", "__version__"]
 

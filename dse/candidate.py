@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from dse._errors import SpecError
-from dse._validation import read_yaml_mapping
+from dse.errors import SpecError
+from dse.errors import read_yaml_mapping
 from dse.models import validate_candidate
 
 __all__ = ["SECTIONS", "CandidateFile", "dump_candidate_file", "load_candidate_file", "parse_set_args"]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dse._errors import DataError
+from dse.errors import DataError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 

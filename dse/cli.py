@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from dse._errors import DseError, SpecError
-from dse._validation import read_yaml_mapping
+from dse.errors import DseError, SpecError
+from dse.errors import read_yaml_mapping
 from dse.candidate import CandidateFile, load_candidate_file
 from dse.checkpoint import load_checkpoint, save_checkpoint
 from dse.data import DATASETS, dataset_spec, load_dataset
-from dse.compression import training_hooks
+from dse.compress.keys import training_hooks
 from dse.models import build_model, validate_candidate
 from dse.profile import profile_model
 from dse.training import Recipe, default_recipe, eval_settings, resolve_device, seed_everything, train
@@ -61,7 +61,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_suite_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    from dse.suites import SUITES
+    from dse.robust.suites import SUITES
 
     p.add_argument(
         "--suite", choices=tuple(SUITES), default=default,
@@ -354,7 +354,7 @@ def _write_json(path: Path, result: dict[str, Any]) -> Path:
 
 
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.robustness import robustness_report
+    from dse.robust.robustness import robustness_report
 
     model, payload, opts, dataset = _load_model(args.checkpoint, args)
     settings = _with_suite(_eval_settings(args, opts["dataset"], dict(payload.get("eval") or {})), args)
@@ -382,7 +382,7 @@ def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.transfer import transfer_matrix
+    from dse.robust.transfer import transfer_matrix
 
     if len(args.checkpoints) < 2:
         raise SpecError("checkpoints: a transfer matrix needs at least two")
@@ -406,7 +406,7 @@ def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_rescore(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.rescore import rescore_study
+    from dse.study.rescore import rescore_study
 
     config = _study(args)
     trials = [int(t) for t in args.trials.split(",")] if args.trials else None
@@ -431,14 +431,14 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _study(args: argparse.Namespace):
-    from dse.config import load_study_config
+    from dse.study.config import load_study_config
 
     return load_study_config(args.study)
 
 
 def _write_report(config, storage: str | None, output: str | None = None, selected=None, png: bool = False) -> Path:
     from dse.report import write_report
-    from dse.results import load_tables
+    from dse.study.tables import load_tables
 
     trials, epochs, meta = load_tables(config, storage)
     path = Path(output) if output else config.out_dir() / "report.html"
@@ -447,7 +447,7 @@ def _write_report(config, storage: str | None, output: str | None = None, select
 
 
 def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any]:
-    from dse.runner import run_study
+    from dse.study.runner import run_study
 
     config = _study(args)
     outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
@@ -470,9 +470,9 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.export import choose_trial, export_candidate
-    from dse.results import load_tables
-    from dse.pareto import pareto_mask
+    from dse.study.export import choose_trial, export_candidate
+    from dse.study.tables import load_tables
+    from dse.study.pareto import pareto_mask
 
     config = _study(args)
     trials, _, meta = load_tables(config, args.storage)

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from dse._errors import SpecError
-from dse._validation import one_line_error
-from dse.attacks import AttackConfig, fgsm, pgd, trades_adversary
+from dse.errors import SpecError
+from dse.errors import one_line_error
+from dse.robust.attacks import AttackConfig, fgsm, pgd, trades_adversary
 from dse.data import Dataset, iterate_batches, random_crop_flip
 from objectives import EvalSettings, evaluate_objectives
 
@@ -309,7 +309,7 @@ def train(
         eval_settings: Per-epoch validation evaluation (default: the data set's default).
         callback: Called with each epoch's metrics.
         device: Where to train (default: CUDA when present, else CPU).
-        hooks: Compression hooks (pruning, INQ; see :func:`dse.compression.training_hooks`): their
+        hooks: Compression hooks (pruning, INQ; see :func:`dse.compress.keys.training_hooks`): their
             ``penalty()`` is added to the loss, ``after_step()`` runs after each optimizer step,
             ``on_epoch_end(epoch)`` after each epoch and ``finalize()`` after the last.
 

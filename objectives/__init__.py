@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 from dse.data import Split
 from objectives._accuracy import natural_acc, pert_instability, robust_acc
 from objectives._base import EvalSettings, Objective
@@ -109,12 +109,12 @@ def evaluate_objectives(
 def check_masking(
     model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Runs the gradient-masking checks of ``settings.checks`` on ``data`` (see :mod:`dse.masking`).
+    """Runs the gradient-masking checks of ``settings.checks`` on ``data`` (see :mod:`dse.robust.masking`).
 
     When ``cache`` holds the robust-accuracy evaluation of at least as many samples, its worst-case
     white-box accuracy on the checked samples joins the black-box comparison.
     """
-    from dse.masking import masking_checks
+    from dse.robust.masking import masking_checks
 
     data = settings.samples(data)  # never more samples than the evaluation itself attacks
     white_box = None

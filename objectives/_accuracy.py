@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dse.attacks import run_attack
+from dse.robust.attacks import run_attack
 from dse.data import iterate_batches, Split
 from objectives._base import EvalSettings
 
@@ -31,7 +31,7 @@ def predictions(
         return cache["logits"]
     data = settings.samples(data)
     if settings.uses_suite:
-        from dse.suites import evaluate_suite
+        from dse.robust.suites import evaluate_suite
 
         outcome = evaluate_suite(
             model, data, suite=settings.suite, attack=settings.attack, batch_size=settings.batch_size,

@@ -9,10 +9,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dse._errors import SpecError
-from dse.attacks import AttackConfig
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig
 from dse.data import Split
-from dse.masking import CheckSettings
+from dse.robust.masking import CheckSettings
 
 __all__ = ["EvalSettings", "Objective", "ObjectiveFn"]
 
@@ -34,11 +34,11 @@ class EvalSettings:
         max_samples: Evaluate on at most this many samples (the first ones of the split); ``None`` for all.
         seed: Seeds the random starts, so an evaluation is repeatable.
         suite: ``None`` or ``quick``: robust accuracy under ``attack`` alone; ``standard``, ``full`` or a
-            list of attack names: the worst case per sample over that ensemble (:mod:`dse.suites`), in
+            list of attack names: the worst case per sample over that ensemble (:mod:`dse.robust.suites`), in
             ``attack``'s threat model.
         cascade: Run each attack of a suite only on the samples still robust (faster; per-attack
             figures become cumulative).
-        checks: Gradient-masking checks run for every scored candidate (:mod:`dse.masking`).
+        checks: Gradient-masking checks run for every scored candidate (:mod:`dse.robust.masking`).
     """
 
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -53,7 +53,7 @@ class EvalSettings:
     checks: CheckSettings = field(default_factory=CheckSettings)
 
     def __post_init__(self) -> None:
-        from dse.suites import suite_attacks
+        from dse.robust.suites import suite_attacks
 
         if isinstance(self.checks, (dict, bool)) or self.checks is None:
             object.__setattr__(self, "checks", CheckSettings.from_dict(self.checks))
@@ -77,7 +77,7 @@ class EvalSettings:
         """One line: the attack, or the suite, behind robust accuracy."""
         if not self.uses_suite:
             return self.attack.describe()
-        from dse.suites import describe_suite
+        from dse.robust.suites import describe_suite
 
         return describe_suite(self.suite, self.attack)
 

@@ -4,8 +4,8 @@ Each objective is a plain function ``fn(model, data, settings, *, cache=None) ->
 :mod:`objectives._base`); ``data.x.shape`` gives the input size, ``settings`` is read only by
 the batch latency.
 
-Per-layer bit-widths come from ``dse.quant.layer_bits(module) -> (weight_bits, act_bits,
-multiplier)`` when ``dse.quant`` exists: ``(32, 32, 1)`` for a floating-point layer,
+Per-layer bit-widths come from ``dse.compress.quant.layer_bits(module) -> (weight_bits, act_bits,
+multiplier)`` when ``dse.compress.quant`` exists: ``(32, 32, 1)`` for a floating-point layer,
 ``(wb, ab, 1)`` for a fixed-point one, ``(1, 1, M * N)`` for a multi-bit (ABC-Net) layer with
 M weight and N activation bases. Until then :func:`_layer_bits` reads the module attributes
 ``quant_mode``, ``weight_bits``, ``act_bits``, ``weight_bases``, ``act_bases``.
@@ -80,10 +80,10 @@ _FP_MODES = {"fp", "fp32", "float", "none", "full"}
 
 
 def _quant_module() -> Any | None:
-    """``dse.quant`` if it exists (import errors inside it propagate), else ``None``."""
-    if importlib.util.find_spec("dse.quant") is None:
+    """``dse.compress.quant`` if it exists (import errors inside it propagate), else ``None``."""
+    if importlib.util.find_spec("dse.compress.quant") is None:
         return None
-    return importlib.import_module("dse.quant")
+    return importlib.import_module("dse.compress.quant")
 
 
 def _weight_bases(module: nn.Module) -> int | None:
@@ -112,7 +112,7 @@ def _fallback_layer_bits(module: nn.Module) -> tuple[int, int, int]:
 def _layer_bits(module: nn.Module) -> tuple[int, int, int]:
     """``(weight_bits, act_bits, multiplier)`` of a conv or linear layer.
 
-    Uses ``dse.quant.layer_bits`` when that module exists, else :func:`_fallback_layer_bits`.
+    Uses ``dse.compress.quant.layer_bits`` when that module exists, else :func:`_fallback_layer_bits`.
     """
     quant = _quant_module()
     fn: Callable[[nn.Module], tuple[int, int, int]] | None = getattr(quant, "layer_bits", None)
@@ -234,7 +234,7 @@ def resnet_bops_table(arch: str = "resnet20", *, image_size: int = 32) -> list[d
         One dict per Table 2 row: ``method``, ``weights``, ``activations``, ``kind``,
         ``bops`` (computed), ``paper`` (Table 2) and ``rel_error``.
     """
-    from dse.models._resnet import ResNetConfig, build_resnet
+    from dse.models import ResNetConfig, build_resnet
 
     model = build_resnet(ResNetConfig(arch=arch), in_channels=3, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
     probe = Split(x=torch.zeros(1, 3, image_size, image_size), y=torch.zeros(1, dtype=torch.long))
@@ -368,7 +368,7 @@ def compressed_bytes(
     """Bytes of the DEFLATE-compressed (zlib, level 9) serialized model, as seed 003 stores its networks.
 
     Each conv/linear weight tensor is masked (``weight * weight_mask``) and written as value
-    codes: a quantized layer (``dse.quant``, with ``quantized_weight()``) as one index per weight
+    codes: a quantized layer (``dse.compress.quant``, with ``quantized_weight()``) as one index per weight
     into its codebook of distinct quantized values (one byte per index, the fp32 codebook after
     it), as seed 003 encodes INQ weights; a layer that only declares bits (no
     ``quantized_weight``) as uniform symmetric codes at its weight bits (M bits for a multi-bit
@@ -386,8 +386,8 @@ def compressed_bytes(
 def sparsity(model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None) -> float:
     """Measured fraction of exactly-zero weights (after masks) over the prunable layers: every conv
     and linear layer except the first conv and the last linear, the layers ``prune_ratio`` targets
-    (:func:`dse.pruning.sparsity`). Measured on the weights, never read from the candidate."""
-    from dse.pruning import sparsity as prunable_sparsity
+    (:func:`dse.compress.pruning.sparsity`). Measured on the weights, never read from the candidate."""
+    from dse.compress.pruning import sparsity as prunable_sparsity
 
     return prunable_sparsity(model)
 

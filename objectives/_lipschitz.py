@@ -114,7 +114,7 @@ def lipschitz_bound(
     and ``m_i`` its middle (expanded) width; for uniform W and E this is eq. 5. The bound grows
     as about 20^17 for the baseline, so it is reported as ``log10`` to stay plottable.
     """
-    from dse.models._mobilenet_tiny import InvertedResidual
+    from dse.models import InvertedResidual
 
     log_bound = 0.0
     blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]

@@ -32,30 +32,20 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from dse._errors import DataError, SpecError
-from dse._validation import one_line_error
+from dse.errors import DataError, SpecError, one_line_error
+from dse.models.nb201 import NB201Config, parse_cell
+
 
 __all__ = [
     "CORRUPTIONS",
-    "NB201Config",
     "NB201Metric",
     "NB201Table",
     "NB201_ATTACKS",
     "NB201_METRICS",
-    "OPS",
-    "build_nb201",
     "evaluate_nb201",
-    "make_cell",
-    "parse_cell",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The five operations of a NAS-Bench-201 edge.
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-
-#: Source node of each of the six edges, in cell-string order: node1<-0; node2<-0,1; node3<-0,1,2.
-EDGE_SOURCES: tuple[int, ...] = (0, 0, 1, 0, 1, 2)
 
 #: Attack key in metric names -> (file stem, name in descriptions, published eps in units of 1/255).
 NB201_ATTACKS: Mapping[str, tuple[str, str, tuple[float, ...]]] = MappingProxyType(
@@ -153,83 +143,6 @@ def _build_metrics() -> dict[str, NB201Metric]:
 
 #: Every metric name -> its description; all are accuracies in [0, 1], direction ``maximize``.
 NB201_METRICS: Mapping[str, NB201Metric] = MappingProxyType(_build_metrics())
-
-
-def parse_cell(cell: Any) -> tuple[str, ...]:
-    """Splits a cell string into its six ops, checking the format.
-
-    Args:
-        cell: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
-
-    Returns:
-        The six ops in edge order (node1<-0, node2<-0, node2<-1, node3<-0, node3<-1, node3<-2).
-
-    Raises:
-        ValueError: One line saying what is wrong.
-    """
-    if not isinstance(cell, str):
-        raise ValueError(f"expected a cell string, got {type(cell).__name__}")
-    nodes = cell.split("+")
-    if len(nodes) != 3:
-        raise ValueError(f"expected 3 nodes joined by '+' (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|), got {cell!r}")
-    ops: list[str] = []
-    for node, text in enumerate(nodes, start=1):
-        if len(text) < 2 or not (text.startswith("|") and text.endswith("|")):
-            raise ValueError(f"node {node} must be written |op~k|...|, got {text!r}")
-        edges = text[1:-1].split("|")
-        if len(edges) != node:
-            raise ValueError(f"node {node} needs {node} edge(s), got {len(edges)} in {text!r}")
-        for source, edge in enumerate(edges):
-            op, _, index = edge.partition("~")
-            if op not in OPS:
-                raise ValueError(f"unknown op {op!r} in {text!r} (known: {', '.join(OPS)})")
-            if index != str(source):
-                raise ValueError(f"edge {edge!r} of node {node} must read '{op}~{source}'")
-            ops.append(op)
-    return tuple(ops)
-
-
-def make_cell(ops: Sequence[str]) -> str:
-    """Writes six ops (edge order of :func:`parse_cell`) as a cell string.
-
-    Raises:
-        SpecError: Not six known ops.
-    """
-    ops = tuple(ops)
-    if len(ops) != len(EDGE_SOURCES) or any(op not in OPS for op in ops):
-        raise SpecError(f"NB201 cell: expected 6 ops from {', '.join(OPS)}, got {list(ops)}")
-    return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
-
-
-class NB201Config(BaseModel):
-    """The candidate keys of a NAS-Bench-201 cell: looked up in published tables, not trained.
-
-    Args:
-        arch: ``nb201``.
-        cell: The cell string, six edges over :data:`OPS`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Literal["nb201"] = "nb201"
-    cell: str
-
-    @field_validator("cell", mode="before")
-    @classmethod
-    def _check_cell(cls, value: Any) -> Any:
-        parse_cell(value)
-        return value
-
-
-def build_nb201(config: NB201Config, **_: Any) -> Any:
-    """Model-registry builder for ``nb201``: always refuses, the candidates are looked up.
-
-    Raises:
-        SpecError: Always, one line.
-    """
-    raise SpecError(
-        f"arch nb201: cell {config.cell} is a lookup-table architecture (nb201_* objectives); it is not built or trained"
-    )
 
 
 def _read_json(path: Path) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 from search_spaces.joint import JointOptions, joint
 from search_spaces.mobilenet_tiny import mobilenet_tiny
 from search_spaces.nb201 import nb201

@@ -16,9 +16,9 @@ from typing import Any
 
 import optuna
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 from dse.models import validate_candidate
-from dse.models._mobilenet_tiny import EXPANDABLE_STAGES, MAX_WIDTH_MULT, MIN_WIDTH_MULT, NUM_STAGES
+from dse.models import EXPANDABLE_STAGES, MAX_WIDTH_MULT, MIN_WIDTH_MULT, NUM_STAGES
 
 __all__ = ["mobilenet_tiny"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import optuna
 
-from dse._errors import SpecError
-from objectives._nb201 import EDGE_SOURCES, OPS, NB201Config, make_cell
+from dse.errors import SpecError
+from dse.models.nb201 import EDGE_SOURCES, OPS, NB201Config, make_cell
 
 __all__ = ["OPS", "nb201"]
 

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dse._errors import SpecError
-from dse._validation import one_line_error
+from dse.errors import SpecError
+from dse.errors import one_line_error
 
 __all__ = ["QuantizationOptions", "quantization", "suggest_quantization"]
 

@@ -1,4 +1,4 @@
-"""Tests for dse.attacks on a tiny model trained on sklearn's 8x8 digits."""
+"""Tests for dse.robust.attacks on a tiny model trained on sklearn's 8x8 digits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sklearn.datasets import load_digits
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dse._errors import SpecError
-from dse.attacks import (
+from dse.errors import SpecError
+from dse.robust.attacks import (
     ATTACKS,
     LOSSES,
     NORMS,

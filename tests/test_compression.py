@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from dse import SpecError
-from dse.config import load_study_config
+from dse.study.config import load_study_config
 from dse.models import validate_candidate
 
 MBN = {"arch": "mobilenet_tiny", "quant": "mbn", "weight_bases": 3, "act_bases": 1}
@@ -82,7 +82,7 @@ def test_pruned_sparsity_survives_training_checkpoint_eval_and_export(tmp_path, 
 
     from dse.cli import main
     from dse.models import build_model
-    from dse.pruning import sparsity
+    from dse.compress.pruning import sparsity
 
     base = ["--set", "arch=mobilenet_tiny", "--set", "width_mult=0.35", "--set", "expand_ratio=2",
             "--set", f"prune_scheme={scheme}", "--set", "prune_ratio=0.6", "--dataset", "digits", "--subset", "150",

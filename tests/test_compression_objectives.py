@@ -86,7 +86,7 @@ def test_bops_objective_of_fp_resnet20_is_the_8bit_figure() -> None:
     ],
 )
 def test_bops_of_dse_quant_resnet20_match_table2(spec: dict, paper: float) -> None:
-    quant = pytest.importorskip("dse.quant")
+    quant = pytest.importorskip("dse.compress.quant")
     model = quant.quantize_model(build_resnet(ResNetConfig(), **CIFAR), quant.QuantSpec(**spec))
     data = _split(n=2)
     assert bops(model, data, SETTINGS) == pytest.approx(paper, rel=0.02)
@@ -103,7 +103,7 @@ def _tag(module: nn.Module, **attrs) -> nn.Module:
 
 @pytest.fixture
 def no_quant(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reads the bit attributes with the local fallback, whether or not ``dse.quant`` exists."""
+    """Reads the bit attributes with the local fallback, whether or not ``dse.compress.quant`` exists."""
     monkeypatch.setattr(comp, "_quant_module", lambda: None)
 
 
@@ -143,7 +143,7 @@ def test_sparsity_is_exact_after_masks(no_quant: None) -> None:
 
 
 def test_sparsity_of_torch_pruned_model() -> None:
-    from dse.pruning import prunable_layers
+    from dse.compress.pruning import prunable_layers
 
     model = build_resnet(ResNetConfig(), **CIFAR)
     layers = [(m, "weight") for _, m in prunable_layers(model)]

@@ -1,4 +1,4 @@
-"""Tests for dse.curves on the naturally trained tiny MobileNet of conftest (not robust)."""
+"""Tests for dse.robust.curves on the naturally trained tiny MobileNet of conftest (not robust)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import dse.curves as curves
-from dse._errors import SpecError
-from dse.attacks import _attack_mode, _prepare, check_attack_bounds
-from dse.curves import DEFAULT_EPS, eps_curve, step_size_curve
+import dse.robust.curves as curves
+from dse.errors import SpecError
+from dse.robust.attacks import _attack_mode, _prepare, check_attack_bounds
+from dse.robust.curves import DEFAULT_EPS, eps_curve, step_size_curve
 from dse.data import Split
 
 N = 100  # samples attacked per test

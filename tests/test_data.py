@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dse import data
-from dse._errors import DataError
+from dse.errors import DataError
 from dse.data import (
     DATASETS,
     Split,

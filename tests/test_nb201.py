@@ -13,17 +13,8 @@ import optuna
 import pytest
 
 from dse import DataError, SpecError
-from objectives._nb201 import (
-    NB201_METRICS,
-    OPS,
-    NB201Config,
-    NB201Table,
-    _table,
-    build_nb201,
-    evaluate_nb201,
-    make_cell,
-    parse_cell,
-)
+from dse.models.nb201 import OPS, NB201Config, build_nb201, make_cell, parse_cell
+from objectives._nb201 import NB201_METRICS, NB201Table, _table, evaluate_nb201
 from search_spaces.nb201 import nb201
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dse import SpecError
-from dse.attacks import AttackConfig
+from dse.robust.attacks import AttackConfig
 from dse.data import Split
 from objectives import OBJECTIVES, EvalSettings, evaluate_objectives, get_objective, measurement
 from objectives._lipschitz import local_lipschitz

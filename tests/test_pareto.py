@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dse import pareto
-from dse.pareto import (
+from dse.study import pareto
+from dse.study.pareto import (
     best_trial,
     default_reference,
     hypervolume,

@@ -1,4 +1,4 @@
-"""Pruning masks, schemes and training-time pruners (dse.pruning)."""
+"""Pruning masks, schemes and training-time pruners (dse.compress.pruning)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 from dse.models import build_model
-from dse.pruning import (
+from dse.compress.pruning import (
     PRUNE_SCHEMES,
     Pruner,
     attach_masks,

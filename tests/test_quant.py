@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dse._errors import SpecError
-from dse.attacks import pgd
+from dse.errors import SpecError
+from dse.robust.attacks import pgd
 from dse.models import build_model
-from dse.quant import (
+from dse.compress.quant import (
     QUANT_MODES,
     INQSchedule,
     PACTQuant,

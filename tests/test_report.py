@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dse import report
-from dse.pareto import non_dominated_mask
+from dse.study.pareto import non_dominated_mask
 from dse.report import (
     _get_dynamics_info,
     _get_hypervolume_info,

@@ -8,7 +8,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from dse._report_robustness import (
+from dse.report.robustness import (
     MAX_STEP_TRIALS,
     NO_EPS_CURVES,
     NO_RESCORE,

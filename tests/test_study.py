@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from dse import SpecError
-from dse.config import load_study_config
-from dse.pareto import non_dominated_mask
+from dse.study.config import load_study_config
+from dse.study.pareto import non_dominated_mask
 
 REPO = Path(__file__).resolve().parents[1]
 NB201 = REPO.parent / "shared" / "data" / "nb201-robustness"
@@ -120,8 +120,8 @@ def test_cli_rejects_bad_study_with_exit_2(tmp_path, capsys):
 
 # ---------------------------------------------------------------- running
 def test_tabular_study_through_ray_tune(tmp_path):
-    from dse.runner import run_study
-    from dse.results import load_tables
+    from dse.study.runner import run_study
+    from dse.study.tables import load_tables
 
     config = load_study_config(_nb201_study(tmp_path, constraints=[{"metric": "nb201_clean_acc", "min": 0.85}]))
     outcome = run_study(config, show_progress=False)
@@ -145,7 +145,7 @@ def test_tabular_study_through_ray_tune(tmp_path):
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
-    from dse.runner import run_study
+    from dse.study.runner import run_study
 
     config = load_study_config(_nb201_study(tmp_path, lookup={"root": str(tmp_path / "missing")}, budget={"n_trials": 3}))
     outcome = run_study(config, show_progress=False)
@@ -200,7 +200,7 @@ def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
     saved = json.loads(Path(result["path"]).read_text())
     assert saved["transfer"]["models"] == ["trial 0", "trial 1"]
     assert all("eps_curve" in t and "step_size_curve" in t for t in saved["trials"])
-    from dse.results import load_tables
+    from dse.study.tables import load_tables
 
     trials, _, meta = load_tables(load_study_config(path))
     assert trials.set_index("number").loc[0, "rescore.standard.robust_acc"] == pytest.approx(rows[0]["robust_acc"])
@@ -212,7 +212,7 @@ def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
 
 
 def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study(tmp_path):
-    from dse.runner import MAX_REPEATED_ASKS, run_study
+    from dse.study.runner import MAX_REPEATED_ASKS, run_study
 
     config = load_study_config(
         _nb201_study(tmp_path, space={"name": "nb201", "options": {"ops": ["nor_conv_3x3"]}}, budget={"n_trials": 3})
@@ -227,7 +227,7 @@ def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study
 
 
 def test_run_refuses_an_existing_study_and_resume_with_nothing_left(tmp_path):
-    from dse.runner import run_study
+    from dse.study.runner import run_study
 
     config = load_study_config(_nb201_study(tmp_path, budget={"n_trials": 2}))
     run_study(config, show_progress=False)

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from conftest import make_model
-from dse._errors import SpecError
-from dse.attacks import AttackConfig, pgd
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig, pgd
 from dse.data import Split, load_dataset
-from dse.masking import CHECKS, CheckSettings, input_gradient_stats, masking_checks
-from dse.suites import SUITE_ATTACKS, SUITES, describe_suite, evaluate_suite, suite_attacks
+from dse.robust.masking import CHECKS, CheckSettings, input_gradient_stats, masking_checks
+from dse.robust.suites import SUITE_ATTACKS, SUITES, describe_suite, evaluate_suite, suite_attacks
 from dse.training import default_eval_settings, default_recipe, seed_everything, train
 from objectives import EvalSettings, check_masking, evaluate_objectives
 

@@ -1,4 +1,4 @@
-"""Tests for dse.transfer: transfer matrices of adversarial examples between small digits models."""
+"""Tests for dse.robust.transfer: transfer matrices of adversarial examples between small digits models."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dse._errors import SpecError
-from dse.attacks import AttackConfig, run_attack
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig, run_attack
 from dse.data import Split, iterate_batches
-from dse.transfer import transfer_matrix, vulnerability
+from dse.robust.transfer import transfer_matrix, vulnerability
 
 SAMPLES = 240
 BATCH = 100  # batches of 100, 100 and 40: the partial last batch is exercised too

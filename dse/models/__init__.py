@@ -9,15 +9,28 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from dse._errors import SpecError
-from dse._validation import one_line_error
-from dse.compression import COMPRESSION_KEYS, CompressionConfig, apply_compression
+from dse.errors import SpecError, one_line_error
+from dse.compress.keys import COMPRESSION_KEYS, CompressionConfig, apply_compression
 from dse.models._layers import Normalize, make_divisible
-from dse.models._mobilenet_tiny import MobileNetTiny, MobileNetTinyConfig, build_mobilenet_tiny
+from dse.models._mobilenet_tiny import (
+    EXPANDABLE_STAGES,
+    MAX_WIDTH_MULT,
+    MIN_WIDTH_MULT,
+    NUM_STAGES,
+    InvertedResidual,
+    MobileNetTiny,
+    MobileNetTinyConfig,
+    build_mobilenet_tiny,
+)
 from dse.models._resnet import ResNet, ResNetConfig, build_resnet
 
 __all__ = [
     "ARCHS",
+    "EXPANDABLE_STAGES",
+    "MAX_WIDTH_MULT",
+    "MIN_WIDTH_MULT",
+    "NUM_STAGES",
+    "InvertedResidual",
     "ArchEntry",
     "Candidate",
     "MobileNetTiny",
@@ -41,7 +54,7 @@ class ArchEntry:
 
 
 def _nb201_entry() -> ArchEntry:
-    from objectives._nb201 import NB201Config, build_nb201
+    from dse.models.nb201 import NB201Config, build_nb201
 
     return ArchEntry(NB201Config, build_nb201)
 

@@ -21,28 +21,18 @@ from typing import Any
 
 import torch
 
-from dse._errors import SpecError
-from dse.config import StudyConfig
+from dse.errors import SpecError
+from dse.study.config import StudyConfig, eval_settings_for
+from dse.study.storage import open_study
+from dse.study.tables import rescore_path, trials_frame
 
-__all__ = ["load_rescores", "rescore_path", "rescore_study"]
+__all__ = ["rescore_study"]
 
 logger = logging.getLogger(__name__)
 
 
-def rescore_path(config: StudyConfig, suite: str) -> Path:
-    """Where :func:`rescore_study` writes its JSON for ``suite``."""
-    return config.out_dir() / f"rescore-{suite}.json"
-
-
-def load_rescores(config: StudyConfig) -> list[dict[str, Any]]:
-    """Every rescore JSON written for the study (one per suite), oldest suite name first."""
-    out = config.out_dir()
-    return [json.loads(p.read_text()) for p in sorted(out.glob("rescore-*.json"))] if out.is_dir() else []
-
-
 def _front_numbers(study, config: StudyConfig) -> list[int]:
-    from dse.pareto import pareto_mask
-    from dse.results import trials_frame
+    from dse.study.pareto import pareto_mask
 
     trials = trials_frame(study, config)
     if not len(trials):
@@ -72,7 +62,7 @@ def rescore_study(
 
     Args:
         config: The study.
-        suite: ``quick``, ``standard`` or ``full`` (see :mod:`dse.suites`).
+        suite: ``quick``, ``standard`` or ``full`` (see :mod:`dse.robust.suites`).
         storage: Storage URL overriding the study file's.
         trials: Trial numbers to re-score (default: the Pareto set of complete, feasible trials).
         split: ``val`` (the samples the search selected on) or ``test``.
@@ -92,10 +82,9 @@ def rescore_study(
     """
     from dse.checkpoint import load_checkpoint
     from dse.models import build_model
-    from dse.robustness import robustness_report
-    from dse.runner import eval_settings_for, open_study
+    from dse.robust.robustness import robustness_report
     from dse.training import resolve_device
-    from dse._trial import _dataset
+    from dse.pipeline import cached_dataset
 
     if config.is_tabular:
         raise SpecError(f"{config.name}: a lookup study has no models to attack")
@@ -107,7 +96,7 @@ def rescore_study(
     if not numbers:
         raise SpecError(f"{config.name}: no complete trial to re-score")
     data = config.data
-    dataset = _dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
+    dataset = cached_dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
     samples = dataset.val if split == "val" else dataset.test
     if samples is None:
         raise SpecError("split: the study has no validation split (data.val_fraction is 0)")
@@ -148,7 +137,7 @@ def rescore_study(
         models[f"trial {number}"] = model
     result: dict[str, Any] = {"study": config.name, "suite": suite, "split": split, "trials": rows}
     if transfer and len(models) >= 2:
-        from dse.transfer import transfer_matrix
+        from dse.robust.transfer import transfer_matrix
 
         result["transfer"] = transfer_matrix(models, samples, attack=settings.attack, batch_size=settings.batch_size,
                                              max_samples=settings.max_samples, seed=settings.seed)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 
 __all__ = [
     "PRUNE_SCHEMES",

@@ -62,8 +62,8 @@ class CompressionConfig(BaseModel):
         return self
 
     def quant_spec(self):
-        """The :class:`dse.quant.QuantSpec` of this candidate."""
-        from dse.quant import QuantSpec
+        """The :class:`dse.compress.quant.QuantSpec` of this candidate."""
+        from dse.compress.quant import QuantSpec
 
         return QuantSpec(
             mode=self.quant,
@@ -81,11 +81,11 @@ COMPRESSION_KEYS = frozenset(CompressionConfig.model_fields)
 def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
     """Quantizes the model's layers and attaches pruning masks, as the candidate says."""
     if config.quant != "none":
-        from dse.quant import quantize_model
+        from dse.compress.quant import quantize_model
 
         quantize_model(model, config.quant_spec())
     if config.prune_scheme != "none":
-        from dse.pruning import attach_masks
+        from dse.compress.pruning import attach_masks
 
         attach_masks(model)
     return model
@@ -105,7 +105,7 @@ class _INQHook:
     at evenly spaced epochs (the last fraction, 1.0, at the last epoch)."""
 
     def __init__(self, model: nn.Module, epochs: int) -> None:
-        from dse.quant import INQSchedule
+        from dse.compress.quant import INQSchedule
 
         self.schedule = INQSchedule(model)
         self.n = len(self.schedule.fractions)
@@ -132,7 +132,7 @@ def training_hooks(model: nn.Module, config: CompressionConfig, epochs: int) -> 
     if config.quant == "pow2":
         hooks.append(_INQHook(model, epochs))
     if config.prune_scheme != "none":
-        from dse.pruning import make_pruner
+        from dse.compress.pruning import make_pruner
 
         pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs)
         if pruner is not None:

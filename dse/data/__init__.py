@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dse._errors import DataError
+from dse.errors import DataError
 
 __all__ = [
     "CIFAR_SOURCES",

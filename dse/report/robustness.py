@@ -1,7 +1,7 @@
 """Report sections of ``dse rescore``: re-scored robust accuracy, eps and step-size curves, transfer.
 
 ``dse rescore STUDY.yaml --suite SUITE`` writes ``runs/NAME/rescore-SUITE.json`` (one per suite, see
-:mod:`dse.rescore`); the report receives them as ``meta["rescore"]``, a list of such dicts. As in
+:mod:`dse.study.rescore`); the report receives them as ``meta["rescore"]``, a list of such dicts. As in
 :mod:`dse.report`, pure ``_get_*_info()`` functions turn them into plain data (tested directly) and
 thin ``_draw_*()`` functions into ``plotly.graph_objects.Figure`` objects:
 

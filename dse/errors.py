@@ -1,4 +1,8 @@
-"""Turns pydantic validation errors into the one-line messages the CLI prints."""
+"""Errors that the CLI turns into one line and exit code 2, and the readers that raise them.
+
+Everything user-facing that can be wrong (a study file, a candidate file, a flag, a data file) is
+reported as a :class:`DseError` whose message names the file or field in one line.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,36 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from dse._errors import SpecError
+__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping"]
 
-__all__ = ["one_line_error", "read_yaml_mapping"]
+
+class DseError(ValueError):
+    """A user-facing error: bad input, named in one line."""
+
+
+class DataError(DseError):
+    """A data file or data set is missing, corrupt or malformed (the message names the file)."""
+
+
+class SpecError(DseError):
+    """A candidate spec or recipe has an unknown key or an out-of-range value (the message names it)."""
 
 
 def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """Reads a YAML file that must hold a mapping, with ``yaml.safe_load``.
 
+    Args:
+        path: The file.
+        what: What the file is ("study", "candidate"), for the message.
+
     Raises:
-        SpecError: One line naming the file: unreadable, not YAML, or not a mapping.
+        SpecError: One line naming the file: unreadable, not UTF-8, not YAML, or not a mapping.
     """
     p = Path(path)
     try:
-        loaded = yaml.safe_load(p.read_text())
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{p}: not UTF-8 text (byte {err.start}): cannot read {what} file") from err
     except OSError as err:
         raise SpecError(f"{p}: cannot read {what} file: {err.strerror}") from err
     except yaml.YAMLError as err:

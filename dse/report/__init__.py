@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dse.pareto import (
+from dse.study.pareto import (
     _objective_values,
     best_trial,
     candidate_mask,
@@ -956,7 +956,7 @@ def write_report(
         if png_dir is not None:
             export_png(fig, Path(png_dir) / f"{_slug(slug)}.png")
 
-    from dse._report_robustness import robustness_sections, robustness_summary
+    from dse.report.robustness import robustness_sections, robustness_summary
 
     rescores = list(meta.get("rescore") or [])
     rob_blocks: list[str] = []

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from dse._errors import SpecError
-from dse.config import StudyConfig
-from dse.pareto import best_trial, knee_point, pareto_front
+from dse.errors import SpecError
+from dse.study.config import StudyConfig
+from dse.study.pareto import best_trial, knee_point, pareto_front
 
 logger = logging.getLogger(__name__)
 

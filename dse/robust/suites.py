@@ -8,7 +8,7 @@ Three suites, each a list of attack names (data, not code):
 * ``full``: ``standard`` plus FAB-T and Square (5,000 queries), i.e. AutoAttack's standard set, plus
   CW-l2, FGSM and BIM.
 
-PGD, FGSM and BIM are dse's own (:mod:`dse.attacks`). APGD-CE, APGD-T, FAB-T, Square and CW come
+PGD, FGSM and BIM are dse's own (:mod:`dse.robust.attacks`). APGD-CE, APGD-T, FAB-T, Square and CW come
 from torchattacks (Kim 2020), a thin adapter here: its APGD, FAB and Square are ports of the
 AutoAttack reference code, it needs only torch and numpy (installed with ``--no-deps``; its declared
 torchvision dependency is unused), and re-implementing FAB and Square by hand would only add risk.
@@ -16,7 +16,7 @@ adversarial-robustness-toolbox was the alternative; its AutoAttack needs ``multi
 ~20x slower here.
 
 Every attack's output is projected into the threat model's ball and the [0, 1] box and checked with
-:func:`dse.attacks.check_attack_bounds` before it is scored, so an attack that optimizes another
+:func:`dse.robust.attacks.check_attack_bounds` before it is scored, so an attack that optimizes another
 norm (CW-l2 in an l_inf suite, FAB's minimal perturbations) is scored inside the threat model.
 """
 
@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dse._errors import SpecError
-from dse.attacks import (
+from dse.errors import SpecError
+from dse.robust.attacks import (
     AttackConfig,
     _attack_mode,
     _fmt_fraction,
@@ -91,7 +91,7 @@ def _torchattacks() -> Any:
 
 @contextlib.contextmanager
 def _isolated(model: nn.Module) -> Iterator[None]:
-    """:func:`dse.attacks._attack_mode` (eval mode, gradients on, modes restored), with the global
+    """:func:`dse.robust.attacks._attack_mode` (eval mode, gradients on, modes restored), with the global
     RNG untouched: torchattacks reseeds it."""
     devices = [p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=devices), _attack_mode(model):

@@ -3,7 +3,7 @@
 Every quantizer is a straight-through estimator (STE): a tiny :class:`torch.autograd.Function`
 whose forward is the quantizer's maths and whose backward passes the incoming gradient
 (optionally clipped to a window). No quantizer ever blocks the gradient w.r.t. the layer input,
-so gradient-based attacks (``dse.attacks``) see the STE path.
+so gradient-based attacks (``dse.robust.attacks``) see the STE path.
 
 Modes (:class:`QuantSpec`):
 
@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 
 __all__ = [
     "QUANT_MODES",

@@ -11,9 +11,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from dse.config import StudyConfig
+from dse.study.config import StudyConfig
+from dse.study.storage import open_study
 
-__all__ = ["epochs_frame", "report_meta", "trials_frame", "write_tables"]
+__all__ = ["epochs_frame", "load_rescores", "load_tables", "report_meta", "rescore_path", "table_path", "trials_frame", "write_tables"]
 
 
 def _cell(value: Any) -> Any:
@@ -82,10 +83,15 @@ def epochs_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["number", "epoch"])
 
 
-def _load_rescores(config):
-    from dse.rescore import load_rescores
+def rescore_path(config: StudyConfig, suite: str) -> Path:
+    """Where :func:`rescore_study` writes its JSON for ``suite``."""
+    return config.out_dir() / f"rescore-{suite}.json"
 
-    return load_rescores(config)
+
+def load_rescores(config: StudyConfig) -> list[dict[str, Any]]:
+    """Every rescore JSON written for the study (one per suite), oldest suite name first."""
+    out = config.out_dir()
+    return [json.loads(p.read_text()) for p in sorted(out.glob("rescore-*.json"))] if out.is_dir() else []
 
 
 def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = None) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = 
         "measurement": measurements[-1] if measurements else "no completed trial yet",
         "storage": storage or config.storage_url(),
         "sampler": f"{config.sampler.name} (seed {config.sampler.seed})",
-        "rescore": _load_rescores(config),
+        "rescore": load_rescores(config),
     }
 
 
@@ -111,7 +117,7 @@ def write_tables(study: optuna.Study, config: StudyConfig) -> dict[str, str]:
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     trials = trials_frame(study, config)
-    from dse.pareto import pareto_mask
+    from dse.study.pareto import pareto_mask
 
     objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
     trials["pareto"] = pareto_mask(trials, objectives).to_numpy() if len(trials) else []
@@ -123,8 +129,6 @@ def write_tables(study: optuna.Study, config: StudyConfig) -> dict[str, str]:
 
 def load_tables(config: StudyConfig, storage: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Trials, epochs and report metadata, read from the study storage."""
-    from dse.runner import open_study
-
     study = open_study(config, storage, create=False)
     return trials_frame(study, config), epochs_frame(study), report_meta(study, config, storage)
 

@@ -24,10 +24,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from dse._errors import SpecError
-from dse.config import StudyConfig
+from dse.errors import SpecError
+from dse.study.config import StudyConfig, eval_settings_for
+from dse.study.storage import make_sampler, open_study
 
-__all__ = ["StudyOutcome", "eval_settings_for", "make_sampler", "open_study", "run_study"]
+__all__ = ["StudyOutcome", "run_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,49 +37,6 @@ INTERRUPTED = "interrupted: the driver stopped before the trial finished"
 MAX_REPEATED_ASKS = 50
 #: Trial attributes that the gradient-masking checks and suites leave (copied to reused repeats).
 MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
-
-
-def eval_settings_for(config: StudyConfig):
-    """Evaluation settings of a study: the data set's default attack updated by the ``eval`` section."""
-    from dse.training import eval_settings
-
-    return eval_settings(config.data.dataset, config.eval)
-
-
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5)."""
-    s = config.sampler
-    options = dict(s.options)
-    factories = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **options),
-        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **options),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **options),
-        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **options),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
-    }
-    try:
-        return factories[s.name]()
-    except TypeError as err:
-        raise SpecError(f"sampler.options: {err}") from err
-
-
-def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
-    """Creates or loads the study in its storage (SQLite under ``runs/NAME`` by default)."""
-    url = storage or config.storage_url()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
-    if not create:
-        try:
-            return optuna.load_study(study_name=config.name, storage=rdb, sampler=make_sampler(config))
-        except KeyError as err:
-            raise SpecError(f"study {config.name!r} not found in {url}; start it with `dse run`") from err
-    study = optuna.create_study(
-        study_name=config.name, storage=rdb, directions=config.directions(), sampler=make_sampler(config), load_if_exists=True
-    )
-    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in config.directions()]:
-        raise SpecError(f"study {config.name!r} in {url} was created with other objectives; use another name or storage")
-    return study
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -121,7 +79,7 @@ def _pareto_size(study: optuna.Study) -> int:
     ]
     if not feasible:
         return 0
-    from dse.pareto import non_dominated_mask
+    from dse.study.pareto import non_dominated_mask
     import numpy as np
 
     values = np.array([t.values for t in feasible], dtype=float)
@@ -348,8 +306,8 @@ def run_study(
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from dse._trial import run_trial
-    from dse.results import write_tables
+    from dse.study.trial import run_trial
+    from dse.study.tables import write_tables
 
     study = open_study(config, storage)
     existing = study.get_trials(deepcopy=False)

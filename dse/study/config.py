@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dse._errors import SpecError
-from dse._validation import one_line_error, read_yaml_mapping
+from dse.errors import SpecError
+from dse.errors import one_line_error, read_yaml_mapping
 
 __all__ = [
     "BudgetConfig",
@@ -288,9 +288,14 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
         default_recipe(config.data.dataset, **config.recipe)
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from err
-    from dse.runner import eval_settings_for
-
     try:
         eval_settings_for(config)
     except (SpecError, TypeError) as err:
         raise SpecError(f"{where}: eval: {err}") from err
+
+
+def eval_settings_for(config: StudyConfig):
+    """Evaluation settings of a study: the data set's default attack updated by the ``eval`` section."""
+    from dse.training import eval_settings
+
+    return eval_settings(config.data.dataset, config.eval)

@@ -42,8 +42,8 @@ def robustness_report(
         ``masking_flags`` (empty when every check passes), ``checks``, and with ``curves``,
         ``eps_curve`` and ``step_size_curve``.
     """
-    from dse.curves import eps_curve, step_size_curve
-    from dse.suites import evaluate_suite
+    from dse.robust.curves import eps_curve, step_size_curve
+    from dse.robust.suites import evaluate_suite
     from objectives import check_masking
 
     suite = settings.suite or "quick"

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dse._errors import SpecError
+from dse.errors import SpecError
 
 __all__ = [
     "ATTACKS",

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dse._errors import SpecError
-from dse.attacks import (
+from dse.errors import SpecError
+from dse.robust.attacks import (
     NORMS,
     _ascent_step,
     _attack_mode,
@@ -154,7 +154,7 @@ def eps_curve(
 
     At each radius ``eps_i`` the attack is PGD with ``steps`` iterations of step
     size ``step_ratio * eps_i``, one uniformly random start and the cross-entropy
-    loss (:func:`dse.attacks.pgd`; the last iterate is scored). The point
+    loss (:func:`dse.robust.attacks.pgd`; the last iterate is scored). The point
     ``eps_0 = 0`` is the clean accuracy. The robust accuracy is
     ``c_i = #correct on x_adv / |D|``. The sweep stops after the first radius
     whose accuracy is strictly below chance (``1 / num_classes``); larger radii
@@ -261,8 +261,8 @@ def _pgd_trace(
 
     ``t = 0`` is the random start. One forward pass per iterate serves both the
     misclassification mask and the gradient of the next step. Must run inside
-    :func:`dse.attacks._attack_mode` (gradients enabled). ``x`` and ``y`` must
-    come from :func:`dse.attacks._prepare`.
+    :func:`dse.robust.attacks._attack_mode` (gradients enabled). ``x`` and ``y`` must
+    come from :func:`dse.robust.attacks._prepare`.
     """
     objective = _loss_objective(y, "ce")
     x_adv = _project(x + _random_delta(x, eps, norm, generator), x, eps, norm).detach()

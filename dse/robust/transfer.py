@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dse._errors import SpecError
-from dse.attacks import AttackConfig, run_attack
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig, run_attack
 from dse.data import Split, iterate_batches
 
 __all__ = ["transfer_matrix", "vulnerability"]
@@ -73,7 +73,7 @@ def transfer_matrix(
     batches of ``batch_size``. For each source model, ``attack`` runs white-box on it, batch by
     batch, drawing its random starts from a CPU generator seeded with ``seed`` (a fresh one per
     source, so a row depends neither on the other models nor on their order, and the diagonal
-    equals what :func:`~dse.attacks.run_attack` gives on the same batches with that seed). Every
+    equals what :func:`~dse.robust.attacks.run_attack` gives on the same batches with that seed). Every
     target then classifies the source's examples with no further attack.
 
     Accuracies are plain accuracies on the given inputs (fraction of samples whose argmax equals

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dse._errors import SpecError
-from dse.attacks import AttackConfig, _attack_mode, attack_loss, fgsm, pgd
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig, _attack_mode, attack_loss, fgsm, pgd
 from dse.data import Split, iterate_batches
 
 __all__ = ["CHECKS", "CheckSettings", "input_gradient_stats", "masking_checks"]
@@ -232,7 +232,7 @@ def masking_checks(
     checks["single_step_beats_iterative"] = {"passed": single >= min(weak, strong) - tol, "fgsm": single,
                                              "iterative": min(weak, strong)}
     if settings.square_queries > 0:
-        from dse.suites import _describe_square, _square
+        from dse.robust.suites import _describe_square, _square
 
         run = _square(settings.square_queries)
         square = _accuracy(model, data, lambda x, y: run(model, x, y, attack=attack, seed=seed), batch_size)

@@ -9,21 +9,14 @@ import json
 import logging
 import time
 import traceback
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from dse.pipeline import cached_dataset
 
 __all__ = ["evaluate_candidate", "run_trial"]
 
 logger = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=4)
-def _dataset(dataset: str, root: str | None, subset: int | None, val_fraction: float, seed: int):
-    """Loaded once per worker process (reused actors keep it between trials)."""
-    from dse.data import load_dataset
-
-    return load_dataset(dataset, root=root, subset=subset, val_fraction=val_fraction, seed=seed)
 
 
 def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report, checkpoint: Path | None = None) -> dict[str, Any]:
@@ -38,8 +31,7 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     Returns:
         Every objective and recorded metric, plus ``measurement`` (how it was measured).
     """
-    from dse.config import StudyConfig
-    from dse.runner import eval_settings_for
+    from dse.study.config import StudyConfig, eval_settings_for
 
     config = StudyConfig.model_validate(study)
     names = config.recorded_names()
@@ -58,14 +50,14 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     from objectives import check_masking, evaluate_objectives, measurement
 
     data = config.data
-    dataset = _dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
+    dataset = cached_dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
     recipe = default_recipe(data.dataset, **config.recipe)
     settings = eval_settings_for(config)
     device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
     seed_everything(recipe.seed)
     spec = dataset.spec
     model = build_model(candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    from dse.compression import training_hooks
+    from dse.compress.keys import training_hooks
     from dse.models import validate_candidate
 
     hooks = training_hooks(model, validate_candidate(candidate).compression, recipe.epochs)

@@ -1,0 +1,1 @@
+"""Compression of candidates: candidate keys, quantizers and quantized layers, pruning, training hooks."""

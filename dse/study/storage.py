@@ -1,0 +1,48 @@
+"""The study's Optuna side: the sampler named in the study file and the study in its storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from dse.errors import SpecError
+from dse.study.config import StudyConfig
+
+__all__ = ["make_sampler", "open_study"]
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5)."""
+    s = config.sampler
+    options = dict(s.options)
+    factories = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **options),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **options),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
+    }
+    try:
+        return factories[s.name]()
+    except TypeError as err:
+        raise SpecError(f"sampler.options: {err}") from err
+
+
+def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
+    """Creates or loads the study in its storage (SQLite under ``runs/NAME`` by default)."""
+    url = storage or config.storage_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    if not create:
+        try:
+            return optuna.load_study(study_name=config.name, storage=rdb, sampler=make_sampler(config))
+        except KeyError as err:
+            raise SpecError(f"study {config.name!r} not found in {url}; start it with `dse run`") from err
+    study = optuna.create_study(
+        study_name=config.name, storage=rdb, directions=config.directions(), sampler=make_sampler(config), load_if_exists=True
+    )
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in config.directions()]:
+        raise SpecError(f"study {config.name!r} in {url} was created with other objectives; use another name or storage")
+    return study
