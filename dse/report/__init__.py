@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from dse.study.pareto import (
-    _objective_values,
+    objective_values,
     best_trial,
     candidate_mask,
     default_reference,
@@ -167,7 +167,7 @@ def _categories(trials: pd.DataFrame, specs: Sequence[dict]) -> pd.Series:
     cat[states.isin(["RUNNING", "WAITING"])] = "running"
     complete = states.eq("COMPLETE")
     names = [s["name"] for s in specs]
-    has_values = ~np.isnan(_objective_values(trials, names)).any(axis=1)
+    has_values = ~np.isnan(objective_values(trials, names)).any(axis=1)
     feasible_cand = candidate_mask(trials, specs)
     front = pareto_mask(trials, specs)
     cat[complete & ~has_values] = "missing"

@@ -36,6 +36,7 @@ __all__ = [
     "non_dominated_mask",
     "objective_names",
     "objective_directions",
+    "objective_values",
     "pareto_front",
     "pareto_mask",
     "to_minimization",
@@ -187,7 +188,7 @@ def _feasible(trials: pd.DataFrame) -> pd.Series:
     return trials["feasible"].map(lambda v: False if v is None or pd.isna(v) else bool(v)).astype(bool)
 
 
-def _objective_values(trials: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+def objective_values(trials: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     """Objective columns as a float ``(n, m)`` array (NaN where a column is missing)."""
     cols = []
     for name in names:
@@ -214,7 +215,7 @@ def candidate_mask(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.Series
     if len(trials) == 0:
         return pd.Series(False, index=trials.index, dtype=bool)
     complete = trials["state"].astype(str).str.upper().eq("COMPLETE") if "state" in trials else True
-    values = _objective_values(trials, names)
+    values = objective_values(trials, names)
     has_values = ~np.isnan(values).any(axis=1)
     return pd.Series(np.asarray(complete & _feasible(trials)) & has_values, index=trials.index, dtype=bool)
 
@@ -236,7 +237,7 @@ def pareto_mask(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.Series:
     cand = candidate_mask(trials, objectives).to_numpy()
     out = np.zeros(len(trials), dtype=bool)
     if cand.any():
-        values = _objective_values(trials, names)[cand]
+        values = objective_values(trials, names)[cand]
         out[np.flatnonzero(cand)] = non_dominated_mask(values, directions)
     return pd.Series(out, index=trials.index, dtype=bool)
 
@@ -373,7 +374,7 @@ def default_reference(trials: pd.DataFrame, objectives: Sequence[Any]) -> np.nda
         A float array with one entry per objective.
     """
     names, directions = _objective_spec(objectives)
-    values = _objective_values(trials, names)
+    values = objective_values(trials, names)
     cand = candidate_mask(trials, objectives).to_numpy()
     if not cand.any() and len(trials) and "state" in trials:
         cand = trials["state"].astype(str).str.upper().eq("COMPLETE").to_numpy()
@@ -422,7 +423,7 @@ def hypervolume_history(
     order = np.argsort(trials["number"].to_numpy(), kind="stable")
     numbers = trials["number"].to_numpy()[order]
     cand = candidate_mask(trials, objectives).to_numpy()[order]
-    loss = to_minimization(_objective_values(trials, names)[order], directions)
+    loss = to_minimization(objective_values(trials, names)[order], directions)
 
     front = np.empty((0, len(names)))
     hv = 0.0
@@ -464,7 +465,7 @@ def knee_point(front: pd.DataFrame, objectives: Sequence[Any]) -> int:
         ValueError: If the front has no row with values for every objective.
     """
     names, directions = _objective_spec(objectives)
-    values = _objective_values(front, names)
+    values = objective_values(front, names)
     ok = ~np.isnan(values).any(axis=1)
     if not ok.any():
         raise ValueError("knee_point needs a non-empty front")
@@ -507,7 +508,7 @@ def best_trial(trials: pd.DataFrame, objective: str | Mapping[str, Any], directi
     cand = candidate_mask(trials, spec).to_numpy()
     if not cand.any():
         raise ValueError(f"no COMPLETE feasible trial has a value for {objective!r}")
-    values = _objective_values(trials, [objective])[cand, 0]
+    values = objective_values(trials, [objective])[cand, 0]
     numbers = trials["number"].to_numpy()[cand]
     key = -values if _direction(direction) == "maximize" else values
     return int(numbers[np.lexsort((numbers, key))[0]])
