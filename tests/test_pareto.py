@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dse.study import pareto
 from dse.study.pareto import (
     best_trial,
     default_reference,
@@ -230,10 +229,6 @@ def test_hypervolume_matches_inclusion_exclusion(seed, m):
     reference = np.where(np.array(directions) == "maximize", 0.0, 1.0)
     expected = brute_hypervolume(values, directions, reference)
     assert hypervolume(values, directions, reference) == pytest.approx(expected, rel=1e-9, abs=1e-12)
-    # the pure-numpy fallback agrees too
-    loss = np.where(np.array(directions) == "maximize", -values, values)
-    ref = np.where(np.array(directions) == "maximize", -reference, reference)
-    assert pareto._hv_min(loss, ref, use_optuna=False) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("m", [2, 3])
@@ -243,7 +238,6 @@ def test_hypervolume_matches_grid_count(m):
     ref = [6.0] * m
     expected = grid_hypervolume(pts, ref)
     assert hypervolume(pts, ["minimize"] * m, ref) == pytest.approx(expected)
-    assert pareto._hv_min(pts, np.array(ref), use_optuna=False) == pytest.approx(expected)
 
 
 def test_hypervolume_single_objective():

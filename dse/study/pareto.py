@@ -1,6 +1,8 @@
 """Pareto maths over a study's trials table: dominance, fronts, hypervolume, knee point.
 
-Everything here is pure numpy / pandas and works on the tidy trials table written by the study
+(Over 400 lines: one concept, the Pareto maths, with the docstrings the report and export rely on.)
+
+Everything here is numpy / pandas (the hypervolume is ``moocore``'s) and works on the tidy trials table written by the study
 runner (one row per Optuna trial with ``number``, ``state``, ``feasible`` and one float column
 per objective). Objectives are given as ``{"name": ..., "direction": "maximize" | "minimize"}``
 dicts, exactly as in a study's ``meta["objectives"]``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import moocore
 import numpy as np
 import pandas as pd
 
@@ -263,46 +266,9 @@ def pareto_front(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.DataFram
 # --------------------------------------------------------------------------------------------
 
 
-def _hv_2d(points: np.ndarray, ref: np.ndarray) -> float:
-    """Exact 2-D hypervolume by a sweep (minimization; all points weakly dominate ``ref``)."""
-    order = np.lexsort((points[:, 1], points[:, 0]))
-    hv, best_y = 0.0, ref[1]
-    for x, y in points[order]:
-        if y < best_y:
-            hv += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return float(hv)
-
-
-def _hv_slicing(points: np.ndarray, ref: np.ndarray) -> float:
-    """Exact hypervolume in any dimension by slicing along the last objective (HSO).
-
-    Exponential in the worst case; fine for the small fronts of a design-space study. Used
-    when optuna's internal WFG implementation is not available.
-    """
-    m = points.shape[1]
-    if points.shape[0] == 0:
-        return 0.0
-    if m == 1:
-        return float(ref[0] - points[:, 0].min())
-    if m == 2:
-        return _hv_2d(points, ref)
-    pts = points[np.argsort(points[:, -1], kind="stable")]
-    hv = 0.0
-    for i in range(pts.shape[0]):
-        upper = pts[i + 1, -1] if i + 1 < pts.shape[0] else ref[-1]
-        depth = upper - pts[i, -1]
-        if depth <= 0:
-            continue
-        sub = pts[: i + 1, :-1]
-        sub = sub[non_dominated_mask(sub, ["minimize"] * (m - 1))]
-        sub = np.unique(sub, axis=0)
-        hv += depth * _hv_slicing(sub, ref[:-1])
-    return float(hv)
-
-
-def _hv_min(points: np.ndarray, ref: np.ndarray, *, use_optuna: bool = True) -> float:
-    """Hypervolume of minimization-form points; points not dominating ``ref`` are ignored."""
+def _hv_min(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume of minimization-form points by ``moocore.hypervolume``; points that do not
+    weakly dominate ``ref`` and NaN rows are ignored."""
     points = np.asarray(points, dtype=float).reshape(-1, ref.size)
     points = points[~np.isnan(points).any(axis=1)]
     points = points[(points <= ref).all(axis=1)]
@@ -310,19 +276,7 @@ def _hv_min(points: np.ndarray, ref: np.ndarray, *, use_optuna: bool = True) -> 
         return 0.0
     if not np.all(np.isfinite(ref)):
         return float("inf")
-    points = np.unique(points, axis=0)
-    points = points[non_dominated_mask(points, ["minimize"] * ref.size)]
-    if use_optuna and ref.size >= 2:
-        try:
-            from optuna._hypervolume import compute_hypervolume
-        except ImportError:  # pragma: no cover - depends on optuna internals
-            compute_hypervolume = None
-        if compute_hypervolume is not None:
-            try:
-                return float(compute_hypervolume(points, ref, assume_pareto=True))
-            except (TypeError, AttributeError):  # pragma: no cover - internal API changed
-                pass
-    return _hv_slicing(points, ref)
+    return float(moocore.hypervolume(points, ref=ref))
 
 
 def hypervolume(
@@ -332,9 +286,8 @@ def hypervolume(
 ) -> float:
     """Exact hypervolume dominated by ``values`` and bounded by ``reference``.
 
-    Works for any number of objectives (2-D sweep, optuna's WFG/3-D algorithms when optuna's
-    internal ``optuna._hypervolume`` module is available, else an exact slicing algorithm).
-    Points that do not weakly dominate the reference contribute nothing; NaN rows are ignored.
+    Works for any number of objectives (computed by ``moocore.hypervolume``: exact, O(n log n)
+    in 2-D and 3-D). Points that do not weakly dominate the reference contribute nothing; NaN rows are ignored.
 
     Args:
         values: Array of shape ``(n, m)`` in the objectives' own units.
@@ -429,15 +382,10 @@ def hypervolume_history(
     hv = 0.0
     out = np.zeros(len(numbers))
     for i in range(len(numbers)):
-        if cand[i] and np.all(loss[i] <= ref):
-            p = loss[i]
-            dominated = ((front <= p).all(axis=1)).any() if front.shape[0] else False
-            if not dominated:  # the front (and the hypervolume) grows by p's exclusive part
-                box = float(np.prod(ref - p))
-                overlap = _hv_min(np.maximum(front, p), ref) if front.shape[0] else 0.0
-                hv += max(box - overlap, 0.0)
-                keep = ~((p <= front).all(axis=1))
-                front = np.vstack([front[keep], p])
+        p = loss[i]
+        if cand[i] and np.all(p <= ref) and not (front <= p).all(axis=1).any():  # the front grows
+            front = np.vstack([front[~(p <= front).all(axis=1)], p])
+            hv = _hv_min(front, ref)
         out[i] = hv
     return pd.DataFrame({"number": numbers.astype(int), "hypervolume": out})
 
