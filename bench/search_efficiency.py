@@ -35,6 +35,7 @@ import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
 
+from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSampler
 from objectives._nb201 import NB201Table, evaluate_nb201
 from search_spaces.nb201 import nb201
 
@@ -55,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201-robustness"
-SAMPLERS: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random")
+SAMPLERS: tuple[str, ...] = ("pls", "rea", "nsga2", "nsga3", "tpe", "gp", "random")
 POPULATION_SIZE = 20
 
 
@@ -111,6 +112,8 @@ def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "pls": lambda: ParetoLocalSearchSampler(seed=seed),
+        "rea": lambda: RegularizedEvolutionSampler(seed=seed),
     }
     if name not in factories:
         raise ValueError(f"unknown sampler {name!r} (known: {', '.join(factories)})")
