@@ -18,11 +18,14 @@ epochs of PGD-AT collapse to 0.575 natural accuracy that way, against 0.93 with 
 For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
 ``mix_mode: loss`` uses ``(1 - w) CE(clean) + w CE(adv)`` on every sample (seed 002 used w = 0.9);
 ``mix_mode: batch`` attacks only the first ``w`` of each batch (seed 003: half-and-half batches).
+
+Per-epoch validation metrics come from an ``evaluate(model, val_split)`` callback that the caller
+builds (the objectives live above this module); compression schemes plug in as
+:class:`~dse.compress.hooks.TrainingHook` objects.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
@@ -36,19 +39,18 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from dse.errors import SpecError
-from dse.errors import one_line_error
+from dse.compress.hooks import TrainingHook
+from dse.data import Dataset, Split, iterate_batches, random_crop_flip
+from dse.errors import SpecError, one_line_error
 from dse.robust.attacks import AttackConfig, fgsm, pgd, trades_adversary
-from dse.data import Dataset, iterate_batches, random_crop_flip
-from objectives import EvalSettings, evaluate_objectives
 
 __all__ = [
     "EpochCallback",
+    "EpochEvaluator",
     "METHODS",
     "Recipe",
-    "default_eval_settings",
+    "default_eval_attack",
     "default_recipe",
-    "eval_settings",
     "resolve_device",
     "seed_everything",
     "train",
@@ -60,6 +62,9 @@ METHODS = ("natural", "pgd_at", "trades", "fast_at")
 
 #: Called after every epoch with that epoch's metrics; the study runner hooks Ray Tune's report here.
 EpochCallback = Callable[[dict[str, float]], None]
+#: ``evaluate(model, val_split) -> {name: value}``: the per-epoch validation metrics (reported with
+#: a ``val_`` prefix). The model is in train mode when called; the evaluator restores any mode it changes.
+EpochEvaluator = Callable[[nn.Module, Split], dict[str, float]]
 
 
 class Recipe(BaseModel):
@@ -160,40 +165,13 @@ def default_recipe(dataset: str, **overrides: Any) -> Recipe:
     return Recipe.parse({**_DEFAULTS[dataset]["recipe"], **overrides})
 
 
-def default_eval_settings(dataset: str, **overrides: Any) -> EvalSettings:
-    """The default evaluation of a data set: PGD-20 at the data set's eps (see ``_DEFAULTS``)."""
-    return EvalSettings(attack=AttackConfig.from_dict(_DEFAULTS[dataset]["eval"]), **overrides)
+def default_eval_attack(dataset: str) -> dict[str, Any]:
+    """The data set's default evaluation attack (PGD-20 at the data set's eps), as plain fields.
 
-
-def eval_settings(
-    dataset: str,
-    section: dict[str, Any] | None = None,
-    *,
-    attack: dict[str, Any] | None = None,
-    max_samples: int | None = None,
-) -> EvalSettings:
-    """The data set's default evaluation, updated by an ``eval`` section, then by overrides.
-
-    Args:
-        dataset: The data set whose default attack is the starting point.
-        section: An ``eval`` section (candidate file, checkpoint or study file): ``attack`` fields
-            and :class:`EvalSettings` fields.
-        attack: Attack fields that override the section's (CLI flags).
-        max_samples: Overrides ``max_samples`` when given.
-
-    Raises:
-        SpecError: An unknown key or a bad attack setting, named.
+    ``objectives.EvalSettings(attack=AttackConfig.from_dict(default_eval_attack(name)))`` is the
+    data set's default evaluation.
     """
-    base = default_eval_settings(dataset).to_dict()
-    fields = dict(section or {})
-    attack_fields = {**base.pop("attack"), **(fields.pop("attack", None) or {}), **(attack or {})}
-    unknown = set(fields) - set(base)
-    if unknown:
-        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
-    merged = {**base, **fields}
-    if max_samples is not None:
-        merged["max_samples"] = max_samples
-    return EvalSettings(attack=AttackConfig.from_dict(attack_fields), **merged)
+    return dict(_DEFAULTS[dataset]["eval"])
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -291,35 +269,33 @@ def train(
     dataset: Dataset,
     recipe: Recipe,
     *,
-    eval_settings: EvalSettings | None = None,
+    evaluate: EpochEvaluator | None = None,
     callback: EpochCallback | None = None,
     device: torch.device | str | None = None,
-    hooks: Sequence[Any] = (),
+    hooks: Sequence[TrainingHook] = (),
 ) -> list[dict[str, float]]:
     """Trains ``model`` in place and returns the per-epoch metrics.
 
-    Every ``recipe.eval_every`` epochs the model is scored on the validation split (at most
-    ``recipe.eval_samples`` samples) with ``eval_settings``: ``val_natural_acc``,
-    ``val_robust_acc``, ``val_pert_instability``. Those metrics go to ``callback``.
+    Every ``recipe.eval_every`` epochs (and after the last), when the data set has a validation
+    split, ``evaluate(model, val)`` scores the model; its metrics join the epoch's with a ``val_``
+    prefix (e.g. ``val_robust_acc``). Each epoch's metrics then go to ``callback``.
 
     Args:
         model: The model, inputs in [0, 1].
         dataset: Train, validation and test splits.
         recipe: Method, optimizer, schedule, training attack.
-        eval_settings: Per-epoch validation evaluation (default: the data set's default).
+        evaluate: Per-epoch validation metrics; ``None`` for none. It receives the whole
+            validation split; ``recipe.eval_samples`` is for the evaluator's builder to apply.
         callback: Called with each epoch's metrics.
         device: Where to train (default: CUDA when present, else CPU).
         hooks: Compression hooks (pruning, INQ; see :func:`dse.compress.keys.training_hooks`): their
-            ``penalty()`` is added to the loss, ``after_step()`` runs after each optimizer step,
-            ``on_epoch_end(epoch)`` after each epoch and ``finalize()`` after the last.
+            ``penalty()`` (unless ``None``) is added to the loss, ``after_step()`` runs after each
+            optimizer step, ``on_epoch_end(epoch)`` after each epoch and ``finalize()`` after the last.
 
     Returns:
         One dict of metrics per epoch.
     """
     device = resolve_device(str(device) if device is not None else None)
-    eval_settings = eval_settings or default_eval_settings(dataset.spec.name)
-    if recipe.eval_samples is not None:
-        eval_settings = dataclasses.replace(eval_settings, max_samples=recipe.eval_samples)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     train_split = dataset.train.to(device)
@@ -351,8 +327,9 @@ def train(
             with torch.autocast(device.type, enabled=use_amp):
                 loss, logits = _adversarial_loss(model, x, y, recipe, attack_gen)
                 for hook in hooks:
-                    if hasattr(hook, "penalty"):
-                        loss = loss + hook.penalty()
+                    term = hook.penalty()
+                    if term is not None:
+                        loss = loss + term
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch}: loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
@@ -364,15 +341,13 @@ def train(
             scaler.update()
             scheduler.step()
             for hook in hooks:
-                if hasattr(hook, "after_step"):
-                    hook.after_step()
+                hook.after_step()
             total_loss += loss.item() * y.shape[0]
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.shape[0]
         for hook in hooks:
-            if hasattr(hook, "on_epoch_end"):
-                hook.on_epoch_end(epoch)
-            if epoch == recipe.epochs and hasattr(hook, "finalize"):
+            hook.on_epoch_end(epoch)
+            if epoch == recipe.epochs:
                 hook.finalize()
         metrics: dict[str, float] = {
             "epoch": epoch,
@@ -381,10 +356,9 @@ def train(
             "train_acc": correct / seen,
             "epoch_seconds": time.perf_counter() - start,
         }
-        if val_split is not None and recipe.eval_every and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs):
-            scores = evaluate_objectives(
-                model, val_split, eval_settings, names=("natural_acc", "robust_acc", "pert_instability")
-            )
+        due = recipe.eval_every and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs)
+        if evaluate is not None and val_split is not None and due:
+            scores = evaluate(model, val_split)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         history.append(metrics)
         logger.info(

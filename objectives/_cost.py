@@ -10,10 +10,11 @@ from dse.data import Split
 from dse.profile import profile_model
 from objectives._base import EvalSettings
 
-__all__ = ["macs", "params"]
+__all__ = ["cached_profile", "macs", "params"]
 
 
-def _profile(model: nn.Module, data: Split, cache: dict[str, Any] | None) -> dict[str, Any]:
+def cached_profile(model: nn.Module, data: Split, cache: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`dse.profile.profile_model` for one image of ``data``'s size, kept in ``cache["profile"]``."""
     if cache is not None and "profile" in cache:
         return cache["profile"]
     _, channels, size, _ = data.x.shape
@@ -25,9 +26,9 @@ def _profile(model: nn.Module, data: Split, cache: dict[str, Any] | None) -> dic
 
 def params(model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None) -> float:
     """Conv and linear weights plus linear biases; BatchNorm excluded."""
-    return float(_profile(model, data, cache)["params"])
+    return float(cached_profile(model, data, cache)["params"])
 
 
 def macs(model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None) -> float:
     """Multiply-accumulates of conv and linear layers for one image of the data set's size."""
-    return float(_profile(model, data, cache)["macs"])
+    return float(cached_profile(model, data, cache)["macs"])

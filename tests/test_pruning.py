@@ -9,14 +9,12 @@ from torch import nn
 
 from dse.errors import SpecError
 from dse.models import build_model
+from dse.compress.pruner import Pruner, cubic_schedule, make_pruner
 from dse.compress.pruning import (
     PRUNE_SCHEMES,
-    Pruner,
     attach_masks,
-    cubic_schedule,
     layer_ratios,
     layer_sparsity,
-    make_pruner,
     prunable_layers,
     prune,
     sparsity,

@@ -13,25 +13,20 @@ from torch import nn
 from dse.errors import SpecError
 from dse.robust.attacks import pgd
 from dse.models import build_model
-from dse.compress.quant import (
-    QUANT_MODES,
-    INQSchedule,
+from dse.compress.inq import INQSchedule
+from dse.compress.quant import QUANT_MODES, QConv2d, QLinear, QuantSpec, layer_bits, quantize_model
+from dse.compress.quantizers import (
     PACTQuant,
     Pow2Quant,
-    QConv2d,
-    QLinear,
-    QuantSpec,
     RoundSTE,
     SignSTE,
     dorefa_weight,
     inq_exponent_range,
-    layer_bits,
     mbn_activation,
     mbn_weight,
     pact,
     pact_alpha_init,
     pow2_weight,
-    quantize_model,
 )
 
 TINY = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 2}

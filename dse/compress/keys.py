@@ -1,4 +1,4 @@
-"""Compression candidate keys (quantization and pruning) and their training hooks.
+"""Compression candidate keys (quantization and pruning): validation, applying them, their training hooks.
 
 The keys are flat, so ``--set`` flags and study files share them::
 
@@ -15,10 +15,15 @@ pruning ratio of 1.0 or a ratio without a scheme) are rejected when the candidat
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+
+from dse.compress.hooks import INQHook, TrainingHook
+from dse.compress.pruner import make_pruner
+from dse.compress.pruning import attach_masks
+from dse.compress.quant import QuantSpec, quantize_model
 
 __all__ = ["COMPRESSION_KEYS", "CompressionConfig", "TrainingHook", "apply_compression", "training_hooks"]
 
@@ -61,10 +66,8 @@ class CompressionConfig(BaseModel):
             raise ValueError(f"prune_scheme {self.prune_scheme} needs a prune_ratio in (0, 1)")
         return self
 
-    def quant_spec(self):
+    def quant_spec(self) -> QuantSpec:
         """The :class:`dse.compress.quant.QuantSpec` of this candidate."""
-        from dse.compress.quant import QuantSpec
-
         return QuantSpec(
             mode=self.quant,
             weight_bits=self.weight_bits,
@@ -81,59 +84,18 @@ COMPRESSION_KEYS = frozenset(CompressionConfig.model_fields)
 def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
     """Quantizes the model's layers and attaches pruning masks, as the candidate says."""
     if config.quant != "none":
-        from dse.compress.quant import quantize_model
-
         quantize_model(model, config.quant_spec())
     if config.prune_scheme != "none":
-        from dse.compress.pruning import attach_masks
-
         attach_masks(model)
     return model
 
 
-class TrainingHook(Protocol):
-    """What training calls around each step and epoch (all optional)."""
-
-    def penalty(self) -> Any: ...
-    def after_step(self) -> None: ...
-    def on_epoch_end(self, epoch: int) -> None: ...
-    def finalize(self) -> None: ...
-
-
-class _INQHook:
-    """Incremental network quantization: quantize and freeze growing fractions of the weights
-    at evenly spaced epochs (the last fraction, 1.0, at the last epoch)."""
-
-    def __init__(self, model: nn.Module, epochs: int) -> None:
-        from dse.compress.quant import INQSchedule
-
-        self.schedule = INQSchedule(model)
-        self.n = len(self.schedule.fractions)
-        self.epochs = epochs
-        self.done = 0
-        self._advance(0)
-
-    def _advance(self, epoch: int) -> None:
-        target = min(self.n, 1 + (epoch * self.n) // max(1, self.epochs))
-        while self.done < target:
-            self.schedule.step(self.done)
-            self.done += 1
-
-    def on_epoch_end(self, epoch: int) -> None:
-        self._advance(epoch)
-
-    def finalize(self) -> None:
-        self._advance(self.epochs * self.n)
-
-
 def training_hooks(model: nn.Module, config: CompressionConfig, epochs: int) -> list[TrainingHook]:
     """Hooks that pruning (gradual, ADMM, DNS) and INQ need during training."""
-    hooks: list[Any] = []
+    hooks: list[TrainingHook] = []
     if config.quant == "pow2":
-        hooks.append(_INQHook(model, epochs))
+        hooks.append(INQHook(model, epochs))
     if config.prune_scheme != "none":
-        from dse.compress.pruning import make_pruner
-
         pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs)
         if pruner is not None:
             hooks.append(pruner)

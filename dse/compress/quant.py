@@ -1,19 +1,18 @@
 """Quantized layers for compact CNNs: fixed-point (DoReFa/PACT), multi-bit (ABC-Net/XNOR) and powers of two (INQ).
 
-Every quantizer is a straight-through estimator (STE): a tiny :class:`torch.autograd.Function`
-whose forward is the quantizer's maths and whose backward passes the incoming gradient
-(optionally clipped to a window). No quantizer ever blocks the gradient w.r.t. the layer input,
-so gradient-based attacks (``dse.robust.attacks``) see the STE path.
+The quantizers themselves (straight-through estimators) are in :mod:`dse.compress.quantizers`;
+INQ's freezing schedule is in :mod:`dse.compress.inq`. This module holds the spec, the layers
+and the model rewrite.
 
 Modes (:class:`QuantSpec`):
 
-* ``"fixed"``: DoReFa weights at ``weight_bits`` (scale-preserving, see :func:`dorefa_weight`)
-  and PACT activations at ``act_bits`` (see :class:`PACTQuant`), quantized at the input of each
+* ``"fixed"``: DoReFa weights at ``weight_bits`` (scale-preserving, see :func:`~dse.compress.quantizers.dorefa_weight`)
+  and PACT activations at ``act_bits`` (see :class:`~dse.compress.quantizers.PACTQuant`), quantized at the input of each
   quantized layer.
 * ``"mbn"``: ABC-Net multi-bit network (seed 004, eqs. 2-3): ``M = weight_bases`` binary weight
   bases, ``N = act_bases`` binary activation bases. ``M = N = 1`` is XNOR-Net.
 * ``"pow2"``: INQ weights in ``{0, +-2^k}`` (seed 003 and Zhou et al. 2017), activations full
-  precision unless ``act_bits`` is given (then PACT). :class:`INQSchedule` freezes growing
+  precision unless ``act_bits`` is given (then PACT). :class:`~dse.compress.inq.INQSchedule` freezes growing
   partitions of the weights as in INQ; without it all weights are quantized with an STE.
 
 The first conv and the last linear layer are fixed-point at ``first_last_bits`` (or left
@@ -23,9 +22,6 @@ Choices (documented here once):
 
 * Weight quantizers are per layer (one scale per tensor), so a ``k``-bit fixed layer has at most
   ``2^k`` distinct weight values and an ``M``-base MBN layer at most ``2^M``.
-* DoReFa is scale-preserving: its ``[-1, 1]`` output is multiplied by the (detached) ``max|W|``,
-  so quantized layers keep roughly the magnitudes of their float weights (matters for the last
-  linear layer, which no BatchNorm follows). 1-bit weights are ``mean|W| * sign(W)``.
 * PACT activations on signed inputs: a layer's input is treated as signed (symmetric PACT, clip to
   ``[-alpha, alpha]``, ``2^k`` uniform levels) once any input it has seen had a negative value.
   The flag ``act_signed`` is a persistent buffer, sticky (never reset) and updated at every
@@ -33,10 +29,6 @@ Choices (documented here once):
   Inputs after a ReLU never set it; MobileNet's block inputs (linear bottlenecks) do.
 * The first layer's input is the image itself (already 8-bit pixels): it is not quantized, and
   ``act_bits`` of the first layer reports ``first_last_bits``.
-* MBN weights: ``B_m = sign(W - mean(W) + u_m std(W))`` with ``u_m`` evenly spaced in
-  ``[-1, 1]``; for ``M = 1`` the base is ``sign(W)`` (XNOR-Net). The ``alpha_m`` are solved by
-  least squares at every forward (no parameters; always optimal for the current weights); the
-  weight gradient is ABC-Net's eq. 3: ``sum_m alpha_m 1_{|x_m| <= 1}``.
 * MBN activations: ABC-Net's shifted binarization ``H_v(x) = +1 if clip(x + v, 0, 1) > 0.5
   else -1`` (ties to -1, so post-ReLU zeros are -1), i.e. ``sign(x - t)`` with threshold
   ``t = 0.5 - v``; ``beta_n`` and ``v_n`` are learned (``act_scale``, ``act_shift``). The STE
@@ -49,13 +41,11 @@ Choices (documented here once):
 * INQ freezing is applied in the forward: frozen weights are re-snapped to their power of two
   and taken from a detached tensor, so their gradient is exactly zero (no tensor hook that could
   be lost by ``deepcopy``/``load_state_dict``). Weight decay or momentum may still move the
-  frozen float values slightly; the forward ignores that, and :meth:`INQSchedule.step` rewrites them.
+  frozen float values slightly; the forward ignores that, and :meth:`~dse.compress.inq.INQSchedule.step` rewrites them.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,26 +53,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dse.compress.quantizers import dorefa_weight, mbn_activation, mbn_weight, pact, pact_alpha_init, pow2_weight
 from dse.errors import SpecError
 
 __all__ = [
+    "QUANT_LAYERS",
     "QUANT_MODES",
-    "INQSchedule",
-    "PACTQuant",
-    "Pow2Quant",
+    "LayerQuant",
     "QConv2d",
     "QLinear",
     "QuantSpec",
-    "RoundSTE",
-    "SignSTE",
-    "dorefa_weight",
-    "inq_exponent_range",
     "layer_bits",
-    "mbn_activation",
-    "mbn_weight",
-    "pact",
-    "pact_alpha_init",
-    "pow2_weight",
     "quantize_model",
 ]
 
@@ -94,10 +75,6 @@ _MIN_POW2_BITS = 2
 _MIN_BASES, _MAX_BASES = 1, 8
 _FULL_PRECISION = 32
 _MAX_FIRST_LAST_BITS = 16
-#: Largest initial PACT clipping level (ReLU6-like).
-PACT_ALPHA_MAX_INIT = 6.0
-#: Ridge added to the MBN least-squares normal equations (relative to the number of weights).
-_LSQ_RIDGE = 1e-6
 
 
 # --------------------------------------------------------------------------- #
@@ -170,204 +147,12 @@ class QuantSpec:
 
 
 # --------------------------------------------------------------------------- #
-# Straight-through estimators
-# --------------------------------------------------------------------------- #
-
-
-class RoundSTE(torch.autograd.Function):
-    """``round(x)``; backward: identity (straight through)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
-
-
-class SignSTE(torch.autograd.Function):
-    """``sign(x)`` in ``{-1, +1}``: ``+1`` iff ``x > 0``; backward: ``grad * 1_{|x| <= 1}`` (BNN/XNOR hardtanh STE).
-
-    ``sign(0) = -1`` so that a post-ReLU input (exact zeros) binarizes to the informative ``x > 0``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
-
-
-class PACTQuant(torch.autograd.Function):
-    """PACT: ``q = lo + round((clip(x, lo, alpha) - lo) / s) * s`` with ``s = (alpha - lo) / (2^k - 1)``.
-
-    ``lo = 0`` (unsigned, PACT paper) or ``lo = -alpha`` (signed, symmetric variant).
-    Backward (PACT's STE): ``dq/dx = 1`` for ``lo < x < alpha``, else 0;
-    ``dq/dalpha = 1`` for ``x >= alpha``, ``-1`` for ``x <= -alpha`` when signed, else 0.
-
-    Args of ``apply``: ``x``, ``alpha`` (0-d, > 0), ``signed`` (0-d float, 0 or 1), ``bits`` (int).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, alpha: Tensor, signed: Tensor, bits: int) -> Tensor:
-        lo = -alpha * signed
-        steps = 2**bits - 1
-        scale = (alpha - lo) / steps
-        y = torch.minimum(torch.maximum(x, lo), alpha)
-        ctx.save_for_backward(x, alpha, signed)
-        return lo + torch.round((y - lo) / scale) * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        x, alpha, signed = ctx.saved_tensors
-        lo = -alpha * signed
-        above = x >= alpha
-        below = x <= lo
-        grad_x = grad * (~(above | below)).to(grad.dtype) if ctx.needs_input_grad[0] else None
-        grad_alpha = None
-        if ctx.needs_input_grad[1]:
-            grad_alpha = (grad * above.to(grad.dtype)).sum() - signed * (grad * below.to(grad.dtype)).sum()
-            grad_alpha = grad_alpha.reshape(alpha.shape)
-        return grad_x, grad_alpha, None, None
-
-
-class Pow2Quant(torch.autograd.Function):
-    """INQ power-of-two rounding; backward: identity (straight through).
-
-    ``q = sign(w) * 2^k`` with ``k = clamp(floor(log2(4|w| / 3)), n2, n1)`` for
-    ``|w| >= 2^(n2 - 1)``, else 0. This is INQ's rule: ``beta sign(w)`` if
-    ``(alpha + beta) / 2 <= |w| < 3 beta / 2`` for adjacent levels ``alpha < beta`` of
-    ``{0, 2^n2, ..., 2^n1}``, i.e. rounding to the nearest level.
-
-    Args of ``apply``: ``w``, ``n1`` and ``n2`` (ints or 0-d tensors, ``n2 <= n1``).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, w: Tensor, n1: Tensor | float, n2: Tensor | float) -> Tensor:
-        mag = w.abs()
-        n1_t = torch.as_tensor(n1, dtype=w.dtype, device=w.device)
-        n2_t = torch.as_tensor(n2, dtype=w.dtype, device=w.device)
-        k = torch.floor(torch.log2(mag.clamp_min(torch.finfo(w.dtype).tiny) * (4.0 / 3.0)))
-        k = torch.minimum(torch.maximum(k, n2_t), n1_t)
-        keep = mag >= torch.exp2(n2_t - 1)
-        return torch.where(keep, torch.sign(w) * torch.exp2(k), torch.zeros_like(w))
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return grad, None, None
-
-
-# --------------------------------------------------------------------------- #
-# Quantizers built from the STEs
-# --------------------------------------------------------------------------- #
-
-
-def dorefa_weight(w: Tensor, bits: int) -> Tensor:
-    """Scale-preserving DoReFa weights: ``max|W| * (2 quantize_k(tanh(W) / (2 max|tanh W|) + 1/2) - 1)``.
-
-    ``quantize_k(r) = round((2^k - 1) r) / (2^k - 1)`` (STE). For ``k = 1``: ``mean|W| * sign(W)``.
-    The scale ``max|W|`` (or ``mean|W|``) is detached. At most ``2^k`` distinct values.
-    """
-    if bits == 1:
-        return w.detach().abs().mean() * SignSTE.apply(w)
-    t = torch.tanh(w)
-    r = t / (2 * t.detach().abs().max().clamp_min(1e-12)) + 0.5
-    steps = 2**bits - 1
-    q = RoundSTE.apply(r * steps) / steps
-    return (2 * q - 1) * w.detach().abs().max()
-
-
-def pact_alpha_init(bits: int) -> float:
-    """Initial PACT clipping level for ``bits``-bit activations: ``min(6, 1 + bits / 2)``.
-
-    Inputs of quantized layers are BatchNorm outputs (unit variance, before or after ReLU); a
-    clip near the MSE-optimal one for a unit Gaussian (ACIQ: about 1.7 at 2 bits, 2.6 at 4 bits,
-    3.9 at 8 bits) keeps low-bit layers from rounding almost everything to zero, as ``alpha = 6``
-    would at 1-2 bits. ``alpha`` is learned afterwards (PACT: weight decay on ``alpha`` pulls it down).
-    """
-    return min(PACT_ALPHA_MAX_INIT, 1.0 + bits / 2)
-
-
-def pact(x: Tensor, alpha: Tensor, bits: int, *, signed: bool | Tensor = False) -> Tensor:
-    """PACT activation quantization (see :class:`PACTQuant`); ``alpha`` is clamped to >= 1e-3."""
-    sgn = torch.as_tensor(signed, device=x.device).to(dtype=x.dtype)  # a copy: safe for in-place flag updates
-    return PACTQuant.apply(x, alpha.clamp_min(1e-3), sgn, bits)
-
-
-def _weight_base_shifts(bases: int) -> list[float]:
-    return [0.0] if bases == 1 else torch.linspace(-1.0, 1.0, bases).tolist()
-
-
-def mbn_weight(w: Tensor, bases: int) -> tuple[Tensor, Tensor]:
-    """ABC-Net weights: ``W ~ sum_m alpha_m B_m``, ``B_m = sign(W - mean(W) + u_m std(W))``.
-
-    ``u_m`` evenly spaced in ``[-1, 1]``; for ``M = 1`` the base is ``sign(W)`` (XNOR-Net,
-    ``alpha = mean|W|``). ``alpha`` is the least-squares solution for the current weights
-    (detached). Gradient: ABC-Net eq. 3, ``sum_m alpha_m 1_{|x_m| <= 1}``.
-
-    Returns:
-        The approximated weights and the ``alpha`` vector (shape ``(M,)``).
-    """
-    wd = w.detach()
-    if bases == 1:
-        pre = [w]
-    else:
-        mean, std = wd.mean(), wd.std()
-        pre = [w - mean + u * std for u in _weight_base_shifts(bases)]
-    signs = [SignSTE.apply(p) for p in pre]
-    mat = torch.stack([s.detach().reshape(-1) for s in signs], dim=1)  # (n, M)
-    gram = mat.T @ mat + _LSQ_RIDGE * mat.shape[0] * torch.eye(bases, dtype=w.dtype, device=w.device)
-    alpha = torch.linalg.solve(gram, mat.T @ wd.reshape(-1))
-    approx = sum(a * s for a, s in zip(alpha, signs, strict=True))
-    return approx, alpha  # type: ignore[return-value]
-
-
-def mbn_activation(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """ABC-Net activations: ``A ~ sum_n beta_n H_{v_n}(A)``, ``H_v(x) = sign(x - (0.5 - v))``.
-
-    ``H_v(x) = +1`` iff ``clip(x + v, 0, 1) > 0.5`` (ABC-Net's shifted binarization; the tie
-    ``= 0.5`` goes to -1, see :class:`SignSTE`).
-    ``beta_n = scale[n]`` and ``v_n = shift[n]`` are learned; STE window ``|x - (0.5 - v)| <= 1``.
-    """
-    out = None
-    for n in range(scale.shape[0]):
-        term = scale[n] * SignSTE.apply(x - (0.5 - shift[n]))
-        out = term if out is None else out + term
-    assert out is not None
-    return out
-
-
-def inq_exponent_range(max_abs: float, bits: int) -> tuple[int, int]:
-    """INQ's exponents ``(n1, n2)``: ``n1 = floor(log2(4 s / 3))``, ``n2 = n1 + 1 - 2^(b-1) / 2``.
-
-    One of the ``b`` bits codes zero, so ``2^(b-2)`` exponents per sign remain: the levels are
-    ``{0} U {+-2^k : n2 <= k <= n1}``, ``2^(b-1) + 1 <= 2^b`` values.
-    """
-    n1 = math.floor(math.log2(4.0 * max(max_abs, 1e-30) / 3.0))
-    return n1, n1 + 1 - 2 ** (bits - 1) // 2
-
-
-def pow2_weight(w: Tensor, bits: int, n1: int | None = None) -> Tensor:
-    """INQ power-of-two weights with an STE; ``n1`` defaults to the one of the current ``max|W|``."""
-    if n1 is None:
-        n1, n2 = inq_exponent_range(float(w.detach().abs().max()), bits)
-    else:
-        n2 = n1 + 1 - 2 ** (bits - 1) // 2
-    return Pow2Quant.apply(w, n1, n2)
-
-
-# --------------------------------------------------------------------------- #
 # Layers
 # --------------------------------------------------------------------------- #
 
 
 @dataclass(frozen=True)
-class _LayerQuant:
+class LayerQuant:
     """Per-layer quantization: mode, bits/bases and whether the input is quantized."""
 
     mode: str  # fixed | mbn | pow2
@@ -383,14 +168,14 @@ class _QuantMixin:
 
     weight: nn.Parameter
 
-    def __init__(self, *args: Any, quant: _LayerQuant, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, quant: LayerQuant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # nn.Conv2d / nn.Linear, next in the MRO
         self._init_quant(quant)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._quant_repr()}"
 
-    def _init_quant(self, cfg: _LayerQuant) -> None:
+    def _init_quant(self, cfg: LayerQuant) -> None:
         module: Any = self
         self.quant_mode = cfg.mode
         self.weight_bits = 1 if cfg.mode == "mbn" else cfg.weight_bits
@@ -467,7 +252,7 @@ class QConv2d(_QuantMixin, nn.Conv2d):
     """
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, quant: _LayerQuant) -> QConv2d:
+    def from_float(cls, conv: nn.Conv2d, quant: LayerQuant) -> QConv2d:
         """A quantized conv sharing ``conv``'s weight and bias parameters."""
         q = cls(
             conv.in_channels,
@@ -503,7 +288,7 @@ class QLinear(_QuantMixin, nn.Linear):
     """
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, quant: _LayerQuant) -> QLinear:
+    def from_float(cls, linear: nn.Linear, quant: LayerQuant) -> QLinear:
         """A quantized linear layer sharing ``linear``'s weight and bias parameters."""
         q = cls(
             linear.in_features,
@@ -523,13 +308,14 @@ class QLinear(_QuantMixin, nn.Linear):
 
 
 
-_QLAYERS = (QConv2d, QLinear)
+#: The quantized layer classes.
+QUANT_LAYERS = (QConv2d, QLinear)
 
 
-def _layer_quant(spec: QuantSpec) -> _LayerQuant:
+def _layer_quant(spec: QuantSpec) -> LayerQuant:
     if spec.mode == "mbn":
-        return _LayerQuant("mbn", weight_bases=spec.weight_bases, act_bases=spec.act_bases)
-    return _LayerQuant(spec.mode, weight_bits=spec.weight_bits, act_bits=spec.act_bits)
+        return LayerQuant("mbn", weight_bases=spec.weight_bases, act_bases=spec.act_bases)
+    return LayerQuant(spec.mode, weight_bits=spec.weight_bits, act_bits=spec.act_bits)
 
 
 def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
@@ -552,7 +338,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
     """
     if spec.mode == "none":
         return model
-    if any(isinstance(m, _QLAYERS) for m in model.modules()):
+    if any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
         raise ValueError("model is already quantized")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -572,7 +358,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
             if is_first or is_last:
                 if edge_bits == _FULL_PRECISION:
                     continue
-                quant = _LayerQuant("fixed", weight_bits=edge_bits, act_bits=edge_bits, quantize_input=not is_first)
+                quant = LayerQuant("fixed", weight_bits=edge_bits, act_bits=edge_bits, quantize_input=not is_first)
             else:
                 quant = body
             cls = QConv2d if isinstance(child, nn.Conv2d) else QLinear
@@ -591,7 +377,7 @@ def layer_bits(module: nn.Module) -> tuple[int, int, int]:
     Raises:
         TypeError: If ``module`` is not a conv or linear layer.
     """
-    if isinstance(module, _QLAYERS):
+    if isinstance(module, QUANT_LAYERS):
         if module.quant_mode == "mbn":
             return 1, 1, int(module.weight_bases or 1) * int(module.act_bases or 1)
         wb = int(module.weight_bits or _FULL_PRECISION)
@@ -600,66 +386,3 @@ def layer_bits(module: nn.Module) -> tuple[int, int, int]:
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         return _FULL_PRECISION, _FULL_PRECISION, 1
     raise TypeError(f"layer_bits: expected a conv or linear layer, got {type(module).__name__}")
-
-
-# --------------------------------------------------------------------------- #
-# Incremental network quantization
-# --------------------------------------------------------------------------- #
-
-
-class INQSchedule:
-    """Incremental network quantization (Zhou et al. 2017; seed 003) of a model's ``pow2`` layers.
-
-    Creating the schedule fixes each layer's exponent range from its current weights (INQ's
-    ``n1``, stored in the buffer ``inq_n1``) and switches the layers to INQ: weights train in full
-    precision until frozen. ``step(i)`` freezes the largest-magnitude not-yet-frozen weights of
-    each layer until ``fractions[i]`` of them are frozen, rounds them to powers of two (written
-    into ``weight``) and marks them in the buffer ``inq_frozen``; their gradient is zero from then
-    on (the forward takes them from a detached tensor).
-
-    Args:
-        model: A model quantized with ``QuantSpec(mode="pow2", ...)``.
-        fractions: Increasing accumulated fractions in ``(0, 1]``.
-
-    Raises:
-        ValueError: If ``fractions`` is not increasing in ``(0, 1]`` or the model has no pow2 layer.
-    """
-
-    def __init__(self, model: nn.Module, *, fractions: Sequence[float] = (0.5, 0.75, 0.875, 1.0)) -> None:
-        fr = [float(f) for f in fractions]
-        if not fr or any(not 0.0 < f <= 1.0 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
-            raise ValueError(f"INQSchedule: fractions must increase within (0, 1], got {tuple(fractions)}")
-        self.fractions = tuple(fr)
-        self.layers: list[QConv2d | QLinear] = [
-            m for m in model.modules() if isinstance(m, _QLAYERS) and m.quant_mode == "pow2"
-        ]
-        if not self.layers:
-            raise ValueError("INQSchedule: the model has no pow2-quantized layer")
-        with torch.no_grad():
-            for layer in self.layers:
-                if bool(torch.isnan(layer.inq_n1)):
-                    assert layer.weight_bits is not None
-                    n1, _ = inq_exponent_range(float(layer.weight.abs().max()), layer.weight_bits)
-                    layer.inq_n1.fill_(n1)
-
-    def step(self, index: int) -> None:
-        """Freezes and quantizes ``fractions[index]`` of each pow2 layer's weights (largest magnitudes first)."""
-        fraction = self.fractions[index]
-        with torch.no_grad():
-            for layer in self.layers:
-                frozen: Tensor = layer.inq_frozen
-                w = layer.weight
-                target = min(w.numel(), round(fraction * w.numel()))
-                todo = target - int(frozen.sum())
-                if todo > 0:
-                    mag = w.abs().reshape(-1).masked_fill(frozen.reshape(-1), -1.0)
-                    idx = torch.topk(mag, todo).indices
-                    frozen.view(-1)[idx] = True
-                assert layer.weight_bits is not None
-                snapped = pow2_weight(w, layer.weight_bits, int(layer.inq_n1))
-                w.copy_(torch.where(frozen, snapped, w))
-
-    def frozen_fraction(self) -> float:
-        """The fraction of all pow2 weights frozen so far."""
-        total = sum(layer.weight.numel() for layer in self.layers)
-        return sum(int(layer.inq_frozen.sum()) for layer in self.layers) / total
