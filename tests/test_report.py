@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dse import report
+from dse.report import page as report_page
 from dse.study.pareto import non_dominated_mask
 from dse.report import (
-    _get_dynamics_info,
-    _get_hypervolume_info,
-    _get_pareto_info,
-    _get_table_info,
+    get_dynamics_info,
+    get_hypervolume_info,
+    get_pareto_info,
+    get_table_info,
     export_png,
     write_report,
 )
@@ -121,7 +121,7 @@ def independent_front(trials: pd.DataFrame, meta) -> set[int]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pareto_info_matches_independent_front(m, seed):
     trials, _, meta = make_study(n=50, m=m, seed=seed)
-    info = _get_pareto_info(trials, meta)
+    info = get_pareto_info(trials, meta)
     pareto = set(info["categories"]["pareto"]["numbers"])
     assert pareto and pareto == independent_front(trials, meta)
     infeasible = set(trials.loc[(trials["state"] == "COMPLETE") & ~trials["feasible"], "number"])
@@ -144,7 +144,7 @@ def test_infeasible_point_that_dominates_everything_is_not_pareto():
     super_row[["number", "state", "robust_acc", "params", "feasible", "constraint_violation"]] = [
         999, "COMPLETE", 0.99, 10.0, False, 0.5]
     trials = pd.concat([trials, super_row], ignore_index=True)
-    info = _get_pareto_info(trials, meta)
+    info = get_pareto_info(trials, meta)
     assert 999 not in info["categories"]["pareto"]["numbers"]
     assert 999 in info["categories"]["infeasible"]["numbers"]
     assert set(info["categories"]["pareto"]["numbers"]) == independent_front(trials, meta)
@@ -152,7 +152,7 @@ def test_infeasible_point_that_dominates_everything_is_not_pareto():
 
 def test_step_line_two_objectives_is_the_sorted_front():
     trials, _, meta = make_study(n=60, m=2, seed=4)
-    info = _get_pareto_info(trials, meta)
+    info = get_pareto_info(trials, meta)
     step = info["steps"][0]
     assert set(step["numbers"]) == set(info["categories"]["pareto"]["numbers"])
     assert step["x"] == sorted(step["x"])
@@ -163,7 +163,7 @@ def test_step_line_two_objectives_is_the_sorted_front():
 
 def test_hover_text_has_number_candidate_and_values():
     trials, _, meta = make_study(n=20, m=2, seed=5)
-    info = _get_pareto_info(trials, meta)
+    info = get_pareto_info(trials, meta)
     number = info["categories"]["pareto"]["numbers"][0]
     hover = info["categories"]["pareto"]["hover"][0]
     assert f"trial {number}" in hover
@@ -174,7 +174,7 @@ def test_hover_text_has_number_candidate_and_values():
 
 def test_hypervolume_info():
     trials, _, meta = make_study(n=40, m=2, seed=6)
-    info = _get_hypervolume_info(trials, meta)
+    info = get_hypervolume_info(trials, meta)
     assert info["numbers"] == sorted(trials["number"].tolist())
     assert len(info["hypervolume"]) == len(info["numbers"])
     assert np.all(np.diff(info["hypervolume"]) >= -1e-12)
@@ -184,7 +184,7 @@ def test_hypervolume_info():
 
 def test_dynamics_info_default_selection_and_explicit():
     trials, epochs, meta = make_study(n=80, m=2, seed=7)
-    info = _get_dynamics_info(trials, epochs, meta)
+    info = get_dynamics_info(trials, epochs, meta)
     assert info["message"] is None
     assert info["metrics"] == ["val_natural_acc", "val_robust_acc", "val_pert_instability"]
     pareto = independent_front(trials, meta)
@@ -193,20 +193,20 @@ def test_dynamics_info_default_selection_and_explicit():
     line = info["lines"][0]
     assert line["epoch"] == [0.0, 1.0, 2.0, 3.0] and len(line["values"]["val_robust_acc"]) == 4
     complete = trials.loc[trials["state"] == "COMPLETE", "number"].tolist()
-    explicit = _get_dynamics_info(trials, epochs, meta, selected=complete[:3])
+    explicit = get_dynamics_info(trials, epochs, meta, selected=complete[:3])
     assert explicit["selected"] == complete[:3]
 
 
 def test_dynamics_info_empty_epochs():
     trials, epochs, meta = make_study(n=10, m=2, with_epochs=False)
-    info = _get_dynamics_info(trials, epochs, meta)
+    info = get_dynamics_info(trials, epochs, meta)
     assert info["lines"] == [] and info["message"]
-    assert _get_dynamics_info(trials, pd.DataFrame(), meta)["message"]
+    assert get_dynamics_info(trials, pd.DataFrame(), meta)["message"]
 
 
 def test_table_info_columns_and_rows():
     trials, _, meta = make_study(n=25, m=3, seed=8)
-    info = _get_table_info(trials, meta)
+    info = get_table_info(trials, meta)
     cols = info["columns"]
     assert cols[:4] == ["number", "state", "pareto", "feasible"]
     for key in ("robust_acc", "params", "pert_instability", "natural_acc", "lipschitz", "arch", "width_mult",
@@ -351,7 +351,7 @@ def test_write_report_png_dir(tmp_path, monkeypatch):
         written.append(path.name)
         return False
 
-    monkeypatch.setattr(report, "export_png", fake_export)
+    monkeypatch.setattr(report_page, "export_png", fake_export)
     trials, epochs, meta = make_study(n=20, m=3, seed=1)
     write_report(trials, epochs, meta, tmp_path / "r.html", png_dir=tmp_path / "png")
     assert "hypervolume.png" in written and "pareto_3d.png" in written and "dynamics.png" in written

@@ -8,23 +8,18 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from dse.report.robustness import (
+from dse.report.curves_info import (
     MAX_STEP_TRIALS,
     NO_EPS_CURVES,
-    NO_RESCORE,
     NO_STEP_CURVES,
     NO_TRANSFER,
-    _draw_eps_curves,
-    _draw_rescore,
-    _draw_step_curves,
-    _draw_transfer,
-    _get_eps_curves_info,
-    _get_rescore_info,
-    _get_step_curves_info,
-    _get_transfer_info,
-    robustness_sections,
-    robustness_summary,
+    get_eps_curves_info,
+    get_step_curves_info,
+    get_transfer_info,
 )
+from dse.report.rescore_figures import draw_eps_curves, draw_rescore, draw_step_curves, draw_transfer
+from dse.report.rescore_info import NO_RESCORE, get_rescore_info
+from dse.report.robustness import robustness_sections, robustness_summary
 
 EVIL = "<script>alert('x')</script>"
 SEARCH = "PGD-20 linf eps=0.1 step=0.025 restarts=1 loss=ce on 100 validation samples (seed 0)"
@@ -124,19 +119,19 @@ def quick_rescore():
 
 
 # --------------------------------------------------------------------------------------------
-# _get_rescore_info / _draw_rescore
+# get_rescore_info / draw_rescore
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("empty", [[], None])
 def test_rescore_info_empty(empty):
-    info = _get_rescore_info(empty)
+    info = get_rescore_info(empty)
     assert info == {"suites": [], "flagged": [], "attacks": [], "message": NO_RESCORE}
     assert "dse rescore STUDY.yaml --suite standard" in info["message"]
 
 
 def test_rescore_info_values_and_order():
-    info = _get_rescore_info([standard_rescore(), quick_rescore()])
+    info = get_rescore_info([standard_rescore(), quick_rescore()])
     assert info["message"] is None
     assert [s["suite"] for s in info["suites"]] == ["standard", "quick"]  # input order
     std, quick = info["suites"]
@@ -175,10 +170,10 @@ def test_rescore_info_values_and_order():
 
 def test_rescore_info_suite_without_trials():
     empty = {"study": "tiny", "suite": "full", "split": "val", "trials": []}
-    info = _get_rescore_info([empty])
+    info = get_rescore_info([empty])
     assert info["message"] is None and info["suites"][0]["trials"] == []
     assert info["suites"][0]["message"] == "The full suite re-scored no trial."
-    fig = _draw_rescore(info)
+    fig = draw_rescore(info)
     assert isinstance(fig, go.Figure) and len(fig.data) == 0
     sections = robustness_sections([empty])
     assert [(t, s) for t, s, _, _ in sections] == [("Robustness re-score", "rescore")]
@@ -186,8 +181,8 @@ def test_rescore_info_suite_without_trials():
 
 
 def test_draw_rescore_two_suites():
-    info = _get_rescore_info([standard_rescore(), quick_rescore()])
-    fig = _draw_rescore(info)
+    info = get_rescore_info([standard_rescore(), quick_rescore()])
+    fig = draw_rescore(info)
     assert isinstance(fig, go.Figure)
     names = [t.name for t in fig.data]
     assert names == ["drop", "search robust acc", "re-scored robust acc", "re-scored, masking flagged",
@@ -206,7 +201,7 @@ def test_draw_rescore_two_suites():
 
 
 def test_draw_rescore_empty():
-    fig = _draw_rescore(_get_rescore_info([]))
+    fig = draw_rescore(get_rescore_info([]))
     assert isinstance(fig, go.Figure) and len(fig.data) == 0
     assert "No rescore yet" in fig.layout.annotations[0].text
 
@@ -217,7 +212,7 @@ def test_draw_rescore_empty():
 
 
 def test_eps_curves_info():
-    info = _get_eps_curves_info(standard_rescore())
+    info = get_eps_curves_info(standard_rescore())
     assert info["message"] is None
     assert [line["number"] for line in info["lines"]] == [3, 5] and info["skipped"] == [7]
     line = info["lines"][0]
@@ -235,27 +230,27 @@ def test_eps_curves_info_l2_and_fractional_k():
     r = standard_rescore()
     r["trials"][1]["eps_curve"] = eps_curve([0.9, 0.5], norm="l2")
     r["trials"][0]["eps_curve"] = eps_curve([0.9, 0.5], norm="l2")
-    info = _get_eps_curves_info(r)
+    info = get_eps_curves_info(r)
     assert info["norm"] == "l2" and info["norm_label"] == "L2"
     assert all(line["k255"] is None for line in info["lines"])
-    fig = _draw_eps_curves(info)
+    fig = draw_eps_curves(info)
     assert "L2" in fig.layout.xaxis.title.text and "k/255" not in fig.layout.xaxis.title.text
     r["trials"][0]["eps_curve"]["points"] = [{"eps": 0.0, "acc": 0.9}, {"eps": 0.0039, "acc": 0.8}]
     r["trials"][0]["eps_curve"]["norm"] = "linf"  # r["trials"][0] is trial 5, the second line
-    assert _get_eps_curves_info(r)["lines"][1]["k255"] == ["0/255", "0.99/255"]
+    assert get_eps_curves_info(r)["lines"][1]["k255"] == ["0/255", "0.99/255"]
 
 
 def test_eps_curves_info_missing():
-    info = _get_eps_curves_info(quick_rescore())
+    info = get_eps_curves_info(quick_rescore())
     assert info["lines"] == [] and info["skipped"] == [3, 5]
     assert info["message"] == NO_EPS_CURVES.format(suite="quick")
     assert "--no-curves" in info["message"]
-    fig = _draw_eps_curves(info)
+    fig = draw_eps_curves(info)
     assert isinstance(fig, go.Figure) and len(fig.data) == 0
 
 
 def test_draw_eps_curves():
-    fig = _draw_eps_curves(_get_eps_curves_info(standard_rescore()))
+    fig = draw_eps_curves(get_eps_curves_info(standard_rescore()))
     assert isinstance(fig, go.Figure)
     assert [t.name for t in fig.data] == ["trial 3", "trial 5", "chance (0.1)"]
     chance = fig.data[-1]
@@ -272,7 +267,7 @@ def test_draw_eps_curves():
 
 
 def test_step_curves_info():
-    info = _get_step_curves_info(standard_rescore())
+    info = get_step_curves_info(standard_rescore())
     assert info["message"] is None
     assert info["selected"] == [3, 5] and info["available"] == [3, 5] and info["skipped"] == [7]
     assert info["eps"] == 0.1 and info["norm"] == "linf" and info["iterations"] == 4 and info["runs"] == 3
@@ -293,25 +288,25 @@ def test_step_curves_info_bounded():
     r = standard_rescore()
     base = r["trials"][1]
     r["trials"] = [dict(copy.deepcopy(base), number=n) for n in range(10)]
-    info = _get_step_curves_info(r)
+    info = get_step_curves_info(r)
     assert len(info["panels"]) == MAX_STEP_TRIALS == 6
     assert info["selected"][0] == 0 and info["selected"][-1] == 9  # spread, both ends kept
     assert info["selected"] == sorted(info["selected"]) and info["available"] == list(range(10))
-    fig = _draw_step_curves(info)
+    fig = draw_step_curves(info)
     assert len(fig.data) == 6 * 3 * 2
     assert fig.layout.height == 120 + 300 * 2  # two rows of three panels
 
 
 def test_step_curves_info_missing():
-    info = _get_step_curves_info(quick_rescore())
+    info = get_step_curves_info(quick_rescore())
     assert info["panels"] == [] and info["skipped"] == [3, 5]
     assert info["message"] == NO_STEP_CURVES.format(suite="quick")
-    fig = _draw_step_curves(info)
+    fig = draw_step_curves(info)
     assert isinstance(fig, go.Figure) and len(fig.data) == 0
 
 
 def test_draw_step_curves():
-    fig = _draw_step_curves(_get_step_curves_info(standard_rescore()))
+    fig = draw_step_curves(get_step_curves_info(standard_rescore()))
     assert isinstance(fig, go.Figure)
     names = [t.name for t in fig.data]
     assert len(names) == 2 * 3 * 2
@@ -334,7 +329,7 @@ def test_draw_step_curves():
 
 
 def test_transfer_info():
-    info = _get_transfer_info(standard_rescore())
+    info = get_transfer_info(standard_rescore())
     assert info["message"] is None
     assert info["models"] == ["trial 3", "trial 5", "trial 7"]
     assert info["clean_acc"] == [0.97, 0.95, 0.0]
@@ -353,14 +348,14 @@ def test_transfer_info_missing(transfer):
         del r["transfer"]
     else:
         r["transfer"] = transfer
-    info = _get_transfer_info(r)
+    info = get_transfer_info(r)
     assert info["message"] == NO_TRANSFER.format(suite="standard") and info["models"] == []
-    fig = _draw_transfer(info)
+    fig = draw_transfer(info)
     assert isinstance(fig, go.Figure) and len(fig.data) == 0
 
 
 def test_draw_transfer():
-    fig = _draw_transfer(_get_transfer_info(standard_rescore()))
+    fig = draw_transfer(get_transfer_info(standard_rescore()))
     assert isinstance(fig, go.Figure)
     assert [(t.type, t.name) for t in fig.data] == [("heatmap", "transfer accuracy"), ("heatmap", "vulnerability")]
     acc, vuln = fig.data
