@@ -18,10 +18,14 @@ from dse.report import (
     get_dynamics_info,
     get_hypervolume_info,
     get_pareto_info,
+    get_summary_info,
     get_table_info,
     export_png,
     write_report,
 )
+from dse.report.formatting import escape, flag_list, format_cell, mask_password, slug, sort_key, spread
+from dse.report.info import get_masking_info
+from dse.report.rendering import environment, render
 
 ALL_OBJECTIVES = [
     ("robust_acc", "maximize"),
@@ -218,6 +222,50 @@ def test_table_info_columns_and_rows():
     i = cols.index("params")
     row = info["rows"][0]
     assert row["cells"][i][1] is None or isinstance(row["cells"][i][1], float)
+
+
+def test_summary_info_rows():
+    trials, _, meta = make_study(n=30, m=2, seed=11)
+    pareto = get_pareto_info(trials, meta)
+    rows = dict(get_summary_info(trials, meta, pareto))
+    assert rows["Objectives"] == "robust_acc (max), params (min)"
+    assert rows["Constraints"] == "params <= 700000"  # raw: escaping happens in the template
+    assert rows["Pareto set"] == f"{len(pareto['categories']['pareto']['numbers'])} trials"
+    assert rows["Trials"].startswith("30 in all: ")
+    assert rows["Knee point"].startswith(f"trial {pareto['knee']} ")
+    assert rows["Sampler"] == "NSGAIISampler" and rows["Storage"] == "sqlite:///study.db"
+    assert rows["Best per objective"].startswith("robust_acc: trial ")
+
+
+def test_masking_info_and_flags_stay_lists():
+    trials, _, meta = make_study(n=6, m=2, seed=12)
+    assert get_masking_info(trials) == {"checked": 0, "flagged": 0}
+    trials["masking_flags"] = [None, "none", "zero_grad;bb_beats_wb", "none", "zero_grad", None]
+    assert get_masking_info(trials) == {"checked": 4, "flagged": 2}
+    assert flag_list(None) is None and flag_list(float("nan")) is None
+    assert flag_list("none") == [] and flag_list("a;b") == ["a", "b"] and flag_list(["a"]) == ["a"]
+    info = get_pareto_info(trials.assign(masking_flags=["a;b"] * 6), meta)
+    hovers = [h for c in info["categories"].values() for h in c["hover"]]
+    assert hovers and all("<b>gradient masking suspected</b>: a, b" in h for h in hovers)
+
+
+def test_formatting_helpers():
+    assert escape(None) == "" and escape("<a href='x'>") == "&lt;a href=&#x27;x&#x27;&gt;"
+    assert slug("pareto a/b <x>") == "pareto_a_b_x" and slug("<>") == "figure"
+    assert spread(list(range(10)), 3) == [0, 4, 9] and spread([1, 2], 5) == [1, 2]
+    assert format_cell(123456.0) == "123,456" and format_cell(0.123456) == "0.1235" and format_cell(True) == "yes"
+    assert format_cell(float("nan")) == "" and format_cell(float("inf")) == "inf"
+    assert sort_key(None) == "" and sort_key(3) == "3.0" and sort_key("x") == "x"
+    assert mask_password("postgresql://bob:pw@h/db") == "postgresql://bob:***@h/db"
+
+
+def test_template_environment_escapes():
+    env = environment()
+    assert env.autoescape("report.html.j2") and env.autoescape("sortable_table.html.j2")
+    rows = [{"number": 1, "css_class": "", "cells": [{"display": EVIL, "sort": None, "css_class": "", "style": ""}]}]
+    out = render("rescore_summary.html.j2", suites=[{"suite": EVIL, "text": " suite"}], columns=[EVIL], rows=rows)
+    assert EVIL not in out and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in out
+    assert '<td data-sort="">&lt;script&gt;' in out and out.endswith("</table></div>")
 
 
 # --------------------------------------------------------------------------------------------

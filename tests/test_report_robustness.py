@@ -19,7 +19,7 @@ from dse.report.curves_info import (
 )
 from dse.report.rescore_figures import draw_eps_curves, draw_rescore, draw_step_curves, draw_transfer
 from dse.report.rescore_info import NO_RESCORE, get_rescore_info
-from dse.report.robustness import robustness_sections, robustness_summary
+from dse.report.robustness import get_rescore_table_info, robustness_sections, robustness_summary
 
 EVIL = "<script>alert('x')</script>"
 SEARCH = "PGD-20 linf eps=0.1 step=0.025 restarts=1 loss=ce on 100 validation samples (seed 0)"
@@ -417,6 +417,22 @@ def test_summary_table():
     row7 = page.split('<tr data-number="7">')[1].split("</tr>")[0]
     assert '<td data-sort="">' in row7  # no search figure, no drop: blank cells sorted last
     assert f"<b>standard</b> suite (val split): {STANDARD}" in page
+
+
+def test_summary_table_info():
+    assert get_rescore_table_info([]) is None and get_rescore_table_info(None) is None
+    info = get_rescore_table_info([standard_rescore(), quick_rescore()])
+    assert info["columns"][:6] == ["suite", "trial", "candidate", "search robust acc", "suite robust acc", "drop"]
+    assert info["columns"][-1] == "masking flags" and len(info["rows"]) == 5
+    assert [r["number"] for r in info["rows"]] == [3, 5, 7, 3, 5]
+    row5 = info["rows"][1]["cells"]
+    assert row5[-1]["display"] == "zero_or_nonfinite_gradients, black_box_beats_white_box"
+    assert row5[-1]["style"] and row5[3]["sort"] == 0.80
+    assert info["rows"][2]["cells"][3] == {"display": "", "sort": None, "css_class": "", "style": ""}
+    assert info["suites"][0] == {"suite": "standard", "text": f" suite (val split): {STANDARD}"}
+    # the info dict of the same files keeps the flags as a list
+    assert get_rescore_info([standard_rescore()])["suites"][0]["trials"][1]["flags"] == [
+        "zero_or_nonfinite_gradients", "black_box_beats_white_box"]
 
 
 def _figure_strings(fig: go.Figure) -> str:

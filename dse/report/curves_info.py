@@ -107,6 +107,7 @@ def get_eps_curves_info(rescore: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def step_label(ratio: float | None, size: float | None) -> str:
+    """``"step=0.25*eps (0.025)"`` (the absolute size only when known)."""
     return f"step={format_number(ratio)}*eps" + (f" ({format_number(size)})" if size is not None else "")
 
 

@@ -27,6 +27,7 @@ FLAG_COLOR = "#d62728"
 
 
 def _message_figure(title: str, message: str):
+    """An empty figure that shows ``message`` (an info dict's reason for drawing nothing)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()

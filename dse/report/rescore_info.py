@@ -43,10 +43,12 @@ def candidate_text(cand: Mapping[str, Any]) -> str:
 
 
 def trial_label(number: Any) -> str:
+    """``"trial 3"``: a trial's name in titles, legends and notes."""
     return f"trial {number}"
 
 
 def trial_number(row: Mapping[str, Any], position: int) -> int | str:
+    """The ``number`` of a rescore row as an int (else as text; ``"#<position>"`` when missing)."""
     number = row.get("number")
     try:
         return int(number)
@@ -63,10 +65,12 @@ def sorted_trials(rescore: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def suite_name(rescore: Mapping[str, Any]) -> str:
+    """The rescore's suite name (``"unnamed"`` when missing)."""
     return str(rescore.get("suite") or "unnamed")
 
 
 def _unique(values: Sequence[Any]) -> list[Any]:
+    """The distinct non-empty values, first-seen order."""
     out: list[Any] = []
     for v in values:
         if v is not None and v != "" and v not in out:
@@ -112,6 +116,7 @@ def _rescore_hover(t: Mapping[str, Any], suite: str, split: str) -> str:
 
 
 def _get_suite_info(rescore: Mapping[str, Any]) -> dict[str, Any]:
+    """One suite of :func:`get_rescore_info` (see there for the keys)."""
     suite = suite_name(rescore)
     split = str(rescore.get("split") or "val")
     trials = []
