@@ -7,34 +7,30 @@ exit with code 2. With ``--json`` the last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from dse.errors import DseError, SpecError
-from dse.errors import read_yaml_mapping
-from dse.candidate import CandidateFile, load_candidate_file
-from dse.checkpoint import load_checkpoint, save_checkpoint
-from dse.data import DATASETS, dataset_spec, load_dataset
-from dse.compress.keys import training_hooks
-from dse.models import build_model, validate_candidate
-from dse.profile import profile_model
-from dse.training import Recipe, default_recipe, eval_settings, resolve_device, seed_everything, train
-from objectives import EvalSettings, evaluate_objectives, measurement
+from dse.candidate import load_candidate_file
+from dse.data import DATASETS
+from dse.errors import DseError, read_yaml_mapping
+from dse.pipeline import (
+    DEFAULT_DATA_ROOT,
+    EvalOverrides,
+    data_options,
+    evaluate_checkpoint,
+    profile_candidate,
+    train_to_checkpoint,
+    transfer_between,
+)
+from dse.training import default_recipe
 
 __all__ = ["main"]
 
 logger = logging.getLogger("dse")
-
-DEFAULT_DATA_ROOT = os.environ.get("DSE_DATA_ROOT", str(Path.home() / ".cache" / "dse" / "data"))
 
 
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
@@ -150,34 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
-    opts = {"dataset": "digits", "root": None, "subset": None, "val_fraction": 0.1, "seed": 0}
-    unknown = set(section) - set(opts)
-    if unknown:
-        raise SpecError(f"data: {sorted(unknown)[0]}: unknown key (known: {', '.join(opts)})")
-    opts.update(section)
-    for flag, key in (("dataset", "dataset"), ("data_root", "root"), ("subset", "subset"), ("val_fraction", "val_fraction")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            opts[key] = value
-    if opts["dataset"] not in DATASETS:
-        raise SpecError(f"data: dataset: unknown {opts['dataset']!r} (known: {', '.join(DATASETS)})")
-    return opts
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--dataset``/``--data-root``/``--subset``/``--val-fraction`` as ``data`` section overrides."""
+    flags = (("dataset", "dataset"), ("data_root", "root"), ("subset", "subset"), ("val_fraction", "val_fraction"))
+    return {key: getattr(args, flag, None) for flag, key in flags}
 
 
-def _load_data(opts: dict[str, Any], download: bool):
-    root = opts["root"] or DEFAULT_DATA_ROOT
-    return load_dataset(
-        opts["dataset"],
-        root=root if opts["dataset"] != "digits" else None,
-        subset=opts["subset"],
-        val_fraction=opts["val_fraction"],
-        seed=opts["seed"],
-        download=download,
-    )
-
-
-def _eval_settings(args: argparse.Namespace, dataset: str, section: dict[str, Any]) -> EvalSettings:
+def _eval_overrides(args: argparse.Namespace) -> EvalOverrides:
+    """The ``--eval-*``, ``--suite`` and ``--cascade`` flags (``--eval-eps`` alone: step size eps/4)."""
     attack = {
         key: getattr(args, flag)
         for flag, key in (("eval_eps", "eps"), ("eval_steps", "steps"), ("eval_step_size", "step_size"), ("eval_restarts", "restarts"))
@@ -185,10 +161,8 @@ def _eval_settings(args: argparse.Namespace, dataset: str, section: dict[str, An
     }
     if args.eval_eps is not None and args.eval_step_size is None:
         attack["step_size"] = args.eval_eps / 4
-    try:
-        return eval_settings(dataset, section, attack=attack, max_samples=args.eval_samples)
-    except SpecError as err:
-        raise SpecError(f"eval: {err}") from err
+    return EvalOverrides(attack=attack, max_samples=args.eval_samples, suite=getattr(args, "suite", None),
+                         cascade=getattr(args, "cascade", False))
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
@@ -203,67 +177,16 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 
 def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     cf = load_candidate_file(args.candidate, args.sets)
-    name = args.dataset or cf.section("data").get("dataset", "digits")
-    spec = dataset_spec(name)
-    model = build_model(cf.candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    prof = profile_model(model, in_channels=spec.in_channels, image_size=spec.image_size)
-    result: dict[str, Any] = {
-        "candidate": cf.candidate,
-        "dataset": name,
-        "input": [spec.in_channels, spec.image_size, spec.image_size],
-        "params": prof["params"],
-        "macs": prof["macs"],
-        "params_M": round(prof["params"] / 1e6, 4),
-        "macs_M": round(prof["macs"] / 1e6, 4),
-        "lipschitz_bound": _lipschitz_bound_or_none(model),
-    }
-    result.update(_compression_costs(model, spec))
-    if args.layers:
-        result["layers"] = prof["layers"]
-        if not args.json:
-            for layer in prof["layers"]:
-                sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")
+    result = profile_candidate(cf.candidate, args.dataset or cf.section("data").get("dataset", "digits"), layers=args.layers)
+    if args.layers and not args.json:
+        for layer in result["layers"]:
+            sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")
     return result
-
-
-def _lipschitz_bound_or_none(model) -> float | None:
-    """Eq. 5 is defined for inverted-residual networks only."""
-    from objectives import OBJECTIVES
-
-    try:
-        return OBJECTIVES["lipschitz_bound"].fn(model, None, None)
-    except ValueError:
-        return None
-
-
-def _compression_costs(model, spec) -> dict[str, Any]:
-    """BOPS, bit-packed and DEFLATE-compressed size, and measured sparsity of one model."""
-    from dse.data import Split
-    from objectives._compression import bops, compressed_bytes, size_bytes, sparsity
-
-    probe = Split(x=torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size), y=torch.zeros(1, dtype=torch.long))
-    return {
-        "bops": bops(model, probe, None),
-        "size_bytes": size_bytes(model, probe, None),
-        "compressed_bytes": compressed_bytes(model, probe, None),
-        "sparsity": sparsity(model, probe, None),
-    }
-
-
-def _score(model, data, settings: EvalSettings, split: str) -> dict[str, Any]:
-    start = time.perf_counter()
-    scores = evaluate_objectives(model, data, settings)
-    return {
-        **scores,
-        "split": split,
-        "measurement": measurement(settings, data),
-        "eval_seconds": round(time.perf_counter() - start, 2),
-    }
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     cf = load_candidate_file(args.candidate, args.sets)
-    opts = _data_options(args, cf.section("data"))
+    opts = data_options(cf.section("data"), **_data_overrides(args))
     recipe_fields = cf.section("recipe")
     if args.recipe:
         recipe_fields.update(read_yaml_mapping(args.recipe, "recipe"))
@@ -272,137 +195,24 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             recipe_fields[flag] = value
     recipe = default_recipe(opts["dataset"], **recipe_fields)
-    settings = _eval_settings(args, opts["dataset"], cf.section("eval"))
-    dataset = _load_data(opts, args.download)
-    device = resolve_device(args.device)
-    seed_everything(recipe.seed)
-    spec = dataset.spec
-    model = build_model(cf.candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    logger.info(
-        "training %s on %s (%d train / %d val / %d test) with %s for %d epochs on %s",
-        cf.candidate, spec.name, len(dataset.train), len(dataset.val) if dataset.val else 0, len(dataset.test),
-        recipe.method, recipe.epochs, device,
+    settings = _eval_overrides(args).settings(opts["dataset"], cf.section("eval"))
+    return train_to_checkpoint(
+        cf.candidate, data=opts, recipe=recipe, settings=settings, device=args.device, download=args.download, output=args.output
     )
-    start = time.perf_counter()
-    hooks = training_hooks(model, validate_candidate(cf.candidate).compression, recipe.epochs)
-    history = train(model, dataset, recipe, eval_settings=settings, device=device, hooks=hooks)
-    train_seconds = time.perf_counter() - start
-    scores = _score(model, dataset.test.to(device), settings, "test")
-    name = f"{cf.candidate['arch']}-{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(args.output) if args.output else Path("runs") / "train" / f"{name}.pt"
-    result = {
-        **scores,
-        "candidate": cf.candidate,
-        "dataset": spec.name,
-        "method": recipe.method,
-        "epochs": recipe.epochs,
-        "train_seconds": round(train_seconds, 2),
-        "checkpoint": str(out),
-    }
-    save_checkpoint(
-        out,
-        model,
-        candidate=cf.candidate,
-        data={**opts, "root": str(opts["root"]) if opts["root"] else None},
-        recipe=recipe.model_dump(mode="json"),
-        eval=settings.to_dict(),
-        history=history,
-        metrics={k: v for k, v in result.items() if isinstance(v, (int, float, str))},
-    )
-    out.with_suffix(".json").write_text(json.dumps({**result, "history": history}, indent=2, default=float))
-    return result
-
-
-def _load_model(path: str | Path, args: argparse.Namespace):
-    """A checkpoint's model on ``--device`` plus its payload and data options."""
-    payload = load_checkpoint(path)
-    saved = payload.get("data", {})
-    opts = _data_options(args, {k: v for k, v in saved.items() if k != "root"} | {"root": saved.get("root")})
-    dataset = _load_data(opts, getattr(args, "download", False))
-    spec = dataset.spec
-    model = build_model(payload["candidate"], in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise SpecError(f"{path}: weights do not fit the candidate: {str(err).splitlines()[0]}") from err
-    device = resolve_device(args.device)
-    channels_last = (payload.get("recipe") or {}).get("channels_last", True)
-    model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return model.eval(), payload, opts, dataset
-
-
-def _split(dataset, name: str):
-    split = dataset.test if name == "test" else dataset.val
-    if split is None:
-        raise SpecError("--split val: the data set has no validation split (val_fraction is 0)")
-    return split
-
-
-def _with_suite(settings: EvalSettings, args: argparse.Namespace) -> EvalSettings:
-    changes: dict[str, Any] = {}
-    if getattr(args, "suite", None):
-        changes["suite"] = args.suite
-    if getattr(args, "cascade", False):
-        changes["cascade"] = True
-    return dataclasses.replace(settings, **changes) if changes else settings
-
-
-def _write_json(path: Path, result: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    return path
 
 
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.robust.robustness import robustness_report
-
-    model, payload, opts, dataset = _load_model(args.checkpoint, args)
-    settings = _with_suite(_eval_settings(args, opts["dataset"], dict(payload.get("eval") or {})), args)
-    split = _split(dataset, args.split).to(next(model.parameters()).device)
-    start = time.perf_counter()
-    cache: dict[str, Any] = {}
-    report = robustness_report(model, split, settings, curves=args.curves, checks=not args.no_checks, cache=cache)
-    scores = evaluate_objectives(model, split, settings, cache=cache)
-    result = {
-        **scores,
-        **report,
-        "split": args.split,
-        "eval_seconds": round(time.perf_counter() - start, 2),
-        "lipschitz_measurement": measurement(settings, split)["lipschitz"],
-        "candidate": payload["candidate"],
-        "dataset": dataset.spec.name,
-        "checkpoint": str(args.checkpoint),
-    }
-    suite = result["suite"] if isinstance(result["suite"], str) else "custom"
-    ckpt = Path(args.checkpoint)
-    result["output"] = str(_write_json(Path(args.output) if args.output else ckpt.with_name(f"{ckpt.stem}.eval-{suite}.json"), result))
-    if result["masking_flags"]:
-        logger.warning("gradient-masking checks failed: %s", ", ".join(result["masking_flags"]))
-    return result
+    return evaluate_checkpoint(
+        args.checkpoint, overrides=_eval_overrides(args), split=args.split, curves=args.curves, checks=not args.no_checks,
+        device=args.device, data=_data_overrides(args), download=args.download, output=args.output,
+    )
 
 
 def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.robust.transfer import transfer_matrix
-
-    if len(args.checkpoints) < 2:
-        raise SpecError("checkpoints: a transfer matrix needs at least two")
-    loaded = [(Path(path), *_load_model(path, args)) for path in args.checkpoints]
-    names = [path.stem for path, *_ in loaded]
-    if len(set(names)) < len(names):
-        names = [str(path) for path, *_ in loaded]
-    models = {name: model for name, (_, model, *_) in zip(names, loaded)}
-    datasets = {(dataset.spec.name, len(dataset.test)) for *_, dataset in loaded}
-    if len(datasets) > 1:
-        raise SpecError(f"checkpoints: trained on different data sets {sorted(datasets)}")
-    _, _, payload, opts, dataset = loaded[0]
-    settings = _eval_settings(args, opts["dataset"], dict(payload.get("eval") or {}))
-    split = _split(dataset, args.split)
-    result = transfer_matrix(models, split, attack=settings.attack, batch_size=settings.batch_size,
-                             max_samples=settings.max_samples, seed=settings.seed)
-    result["checkpoints"] = [str(p) for p in args.checkpoints]
-    output = Path(args.output) if args.output else Path(args.checkpoints[0]).with_name("transfer.json")
-    result["output"] = str(_write_json(output, result))
-    return result
+    return transfer_between(
+        args.checkpoints, overrides=_eval_overrides(args), split=args.split, device=args.device,
+        data=_data_overrides(args), download=args.download, output=args.output,
+    )
 
 
 def _cmd_rescore(args: argparse.Namespace) -> dict[str, Any]:
@@ -470,17 +280,9 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from dse.study.export import choose_trial, export_candidate
-    from dse.study.tables import load_tables
-    from dse.study.pareto import pareto_mask
+    from dse.study.export import export_trial
 
-    config = _study(args)
-    trials, _, meta = load_tables(config, args.storage)
-    if len(trials):
-        trials["pareto"] = pareto_mask(trials, meta["objectives"]).to_numpy()
-    number = choose_trial(trials, config, trial=args.trial, pick=args.pick)
-    content = export_candidate(trials, config, number, args.output, storage=meta["storage"])
-    return {"trial": number, "output": str(args.output), "scores": content["source"]["scores"]}
+    return export_trial(_study(args), args.output, storage=args.storage, trial=args.trial, pick=args.pick)
 
 
 _COMMANDS = {

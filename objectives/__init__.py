@@ -9,13 +9,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-from dse.errors import SpecError
 from dse.data import Split
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig
+from dse.training import default_eval_attack
 from objectives._accuracy import natural_acc, pert_instability, robust_acc
 from objectives._base import EvalSettings, Objective
 from objectives._compression import COMPRESSION_OBJECTIVES, latency_info
@@ -28,6 +30,8 @@ __all__ = [
     "EvalSettings",
     "Objective",
     "check_masking",
+    "default_eval_settings",
+    "eval_settings",
     "evaluate_lookup",
     "evaluate_objectives",
     "get_objective",
@@ -71,6 +75,43 @@ def get_objective(name: str) -> Objective:
         return OBJECTIVES[name]
     except KeyError:
         raise SpecError(f"objective: unknown {name!r} (known: {', '.join(sorted(OBJECTIVES))})") from None
+
+
+def default_eval_settings(dataset: str, **overrides: Any) -> EvalSettings:
+    """The default evaluation of a data set: PGD-20 at the data set's eps
+    (:func:`dse.training.default_eval_attack`), with ``overrides`` of :class:`EvalSettings` fields."""
+    return EvalSettings(attack=AttackConfig.from_dict(default_eval_attack(dataset)), **overrides)
+
+
+def eval_settings(
+    dataset: str,
+    section: Mapping[str, Any] | None = None,
+    *,
+    attack: Mapping[str, Any] | None = None,
+    max_samples: int | None = None,
+) -> EvalSettings:
+    """The data set's default evaluation, updated by an ``eval`` section, then by overrides.
+
+    Args:
+        dataset: The data set whose default attack is the starting point.
+        section: An ``eval`` section (candidate file, checkpoint or study file): ``attack`` fields
+            and :class:`EvalSettings` fields.
+        attack: Attack fields that override the section's (CLI flags).
+        max_samples: Overrides ``max_samples`` when given.
+
+    Raises:
+        SpecError: An unknown key or a bad attack setting, named.
+    """
+    base = default_eval_settings(dataset).to_dict()
+    fields = dict(section or {})
+    attack_fields = {**base.pop("attack"), **(fields.pop("attack", None) or {}), **(attack or {})}
+    unknown = set(fields) - set(base)
+    if unknown:
+        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
+    merged = {**base, **fields}
+    if max_samples is not None:
+        merged["max_samples"] = max_samples
+    return EvalSettings(attack=AttackConfig.from_dict(attack_fields), **merged)
 
 
 def measurement(settings: EvalSettings, data: Split) -> dict[str, Any]:

@@ -188,7 +188,7 @@ class StudyConfig(_Strict):
         for i, obj in enumerate(self.objectives):
             if obj.name not in OBJECTIVES and not is_lookup_objective(obj.name):
                 raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r} (known: {', '.join(sorted(OBJECTIVES))}, nb201_*)")
-            natural = OBJECTIVES[obj.name].direction if obj.name in OBJECTIVES else "maximize"
+            natural = self.direction_of(obj.name)
             if obj.direction is not None and obj.direction != natural:
                 raise ValueError(f"objectives.{i}.direction: {obj.name} is to {natural}, not {obj.direction}")
         for i, metric in enumerate(self.metrics):
@@ -212,13 +212,25 @@ class StudyConfig(_Strict):
 
         return is_lookup_objective(self.objectives[0].name)
 
-    def directions(self) -> list[str]:
+    @staticmethod
+    def direction_of(name: str) -> str:
+        """The natural direction of an objective or metric (tabular ``nb201_*`` ones: maximize)."""
         from objectives import OBJECTIVES
 
-        return [o.direction or (OBJECTIVES[o.name].direction if o.name in OBJECTIVES else "maximize") for o in self.objectives]
+        return OBJECTIVES[name].direction if name in OBJECTIVES else "maximize"
+
+    def directions(self) -> list[str]:
+        """Each objective's direction (a study file may only restate the natural one)."""
+        return [o.direction or self.direction_of(o.name) for o in self.objectives]
 
     def objective_names(self) -> list[str]:
+        """The optimized objectives' names, in order."""
         return [o.name for o in self.objectives]
+
+    def objective_specs(self) -> list[dict[str, str]]:
+        """``[{"name": ..., "direction": ...}]`` per objective, in order: the form the Pareto maths,
+        the report and exports take (see :mod:`dse.study.pareto`)."""
+        return [{"name": n, "direction": d} for n, d in zip(self.objective_names(), self.directions())]
 
     def recorded_names(self) -> list[str]:
         """Objectives first, then the further metrics, without repeats."""
@@ -296,6 +308,6 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
 
 def eval_settings_for(config: StudyConfig):
     """Evaluation settings of a study: the data set's default attack updated by the ``eval`` section."""
-    from dse.training import eval_settings
+    from objectives import eval_settings
 
     return eval_settings(config.data.dataset, config.eval)

@@ -15,15 +15,16 @@ import yaml
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.pareto import best_trial, knee_point, pareto_front
+from dse.study.tables import load_tables, mark_pareto
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["choose_trial", "export_candidate"]
+__all__ = ["choose_trial", "export_candidate", "export_trial"]
 
 
 def choose_trial(trials: pd.DataFrame, config: StudyConfig, *, trial: int | None = None, pick: str | None = None) -> int:
     """The trial number named by ``--trial N``, ``--pick knee`` or ``--pick best:OBJECTIVE``."""
-    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
+    objectives = config.objective_specs()
     done = trials[trials["state"] == "COMPLETE"] if len(trials) else trials
     if done.empty:
         raise SpecError(f"study {config.name!r} has no completed trial to export")
@@ -41,12 +42,7 @@ def choose_trial(trials: pd.DataFrame, config: StudyConfig, *, trial: int | None
         recorded = config.recorded_names()
         if name not in recorded:
             raise SpecError(f"--pick best:{name}: not an objective or metric of this study ({', '.join(recorded)})")
-        from objectives import OBJECTIVES
-
-        direction = dict(zip(config.objective_names(), config.directions())).get(name) or (
-            OBJECTIVES[name].direction if name in OBJECTIVES else "maximize"
-        )
-        return int(best_trial(trials, name, direction))
+        return int(best_trial(trials, name, config.direction_of(name)))
     raise SpecError(f"--pick {pick!r}: expected knee or best:OBJECTIVE")
 
 
@@ -99,3 +95,22 @@ def export_candidate(
     )
     out.write_text(f"# exported from study {config.name} trial {number}; {how}\n" + yaml.safe_dump(content, sort_keys=False))
     return content
+
+
+def export_trial(
+    config: StudyConfig,
+    path: str | os.PathLike[str],
+    *,
+    storage: str | None = None,
+    trial: int | None = None,
+    pick: str | None = None,
+) -> dict[str, Any]:
+    """Writes the candidate file of trial ``trial`` or of the ``pick`` (``knee``, ``best:OBJECTIVE``).
+
+    Returns:
+        ``{"trial", "output", "scores"}``.
+    """
+    trials, _, meta = load_tables(config, storage)
+    number = choose_trial(mark_pareto(trials, config), config, trial=trial, pick=pick)
+    content = export_candidate(trials, config, number, path, storage=meta["storage"])
+    return {"trial": number, "output": str(path), "scores": content["source"]["scores"]}

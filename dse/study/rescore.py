@@ -37,8 +37,7 @@ def _front_numbers(study, config: StudyConfig) -> list[int]:
     trials = trials_frame(study, config)
     if not len(trials):
         return []
-    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
-    mask = pareto_mask(trials, objectives).to_numpy()
+    mask = pareto_mask(trials, config.objective_specs()).to_numpy()
     if "duplicate_of" in trials.columns:  # repeats reuse an earlier trial's model: score it once
         mask &= trials["duplicate_of"].isna().to_numpy()
     return [int(n) for n in trials.loc[mask, "number"]]
@@ -80,11 +79,9 @@ def rescore_study(
     Raises:
         SpecError: A tabular study (nothing to attack), an unknown trial or a trial without checkpoint.
     """
-    from dse.checkpoint import load_checkpoint
-    from dse.models import build_model
+    from dse.pipeline import cached_dataset, model_from_checkpoint, split_of
     from dse.robust.robustness import robustness_report
     from dse.training import resolve_device
-    from dse.pipeline import cached_dataset
 
     if config.is_tabular:
         raise SpecError(f"{config.name}: a lookup study has no models to attack")
@@ -97,9 +94,7 @@ def rescore_study(
         raise SpecError(f"{config.name}: no complete trial to re-score")
     data = config.data
     dataset = cached_dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
-    samples = dataset.val if split == "val" else dataset.test
-    if samples is None:
-        raise SpecError("split: the study has no validation split (data.val_fraction is 0)")
+    samples = split_of(dataset, split)
     settings = eval_settings_for(config)
     changes: dict[str, Any] = {"suite": suite, "cascade": cascade}
     if max_samples is not None:
@@ -107,7 +102,6 @@ def rescore_study(
     settings = dataclasses.replace(settings, **changes)
     dev = resolve_device(device)
     samples = samples.to(dev)
-    spec = dataset.spec
     rows: list[dict[str, Any]] = []
     models: dict[str, torch.nn.Module] = {}
     for number in numbers:
@@ -117,11 +111,7 @@ def rescore_study(
         path = trial.user_attrs.get("checkpoint")
         if not path or not Path(path).is_file():
             raise SpecError(f"trials: trial {number} has no checkpoint ({path or 'none recorded'})")
-        payload = load_checkpoint(path)
-        model = build_model(payload["candidate"], in_channels=spec.in_channels, num_classes=spec.num_classes,
-                            mean=spec.mean, std=spec.std)
-        model.load_state_dict(payload["state_dict"])
-        model.to(dev).eval()
+        model, payload = model_from_checkpoint(path, device=dev)
         logger.info("re-scoring trial %d with the %s suite (%d of %d)", number, suite, len(rows) + 1, len(numbers))
         report = robustness_report(model, samples, settings, curves=curves, checks=checks)
         search = trial.user_attrs.get("metrics", {}).get("robust_acc")

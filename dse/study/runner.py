@@ -214,7 +214,7 @@ def _searcher_class():
                 self._fail(trial, result["error"], result.get("traceback"))
             else:
                 self._complete(trial, result)
-            finished = self.study._storage.get_trial(trial._trial_id)
+            finished = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
             for repeat in self.waiting.pop(trial_id, []):
                 if finished.state == TrialState.COMPLETE:
                     self._tell_repeat(repeat, finished)

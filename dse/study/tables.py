@@ -12,9 +12,10 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from dse.study.config import StudyConfig
+from dse.study.pareto import pareto_mask
 from dse.study.storage import open_study
 
-__all__ = ["epochs_frame", "load_rescores", "load_tables", "report_meta", "rescore_path", "table_path", "trials_frame", "write_tables"]
+__all__ = ["epochs_frame", "load_rescores", "load_tables", "mark_pareto", "report_meta", "rescore_path", "table_path", "trials_frame", "write_tables"]
 
 
 def _cell(value: Any) -> Any:
@@ -102,7 +103,7 @@ def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = 
     ]
     return {
         "name": config.name,
-        "objectives": [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())],
+        "objectives": config.objective_specs(),
         "metrics": [m for m in config.metrics if m not in config.objective_names()],
         "constraints": [c.describe() for c in config.constraints],
         "measurement": measurements[-1] if measurements else "no completed trial yet",
@@ -112,15 +113,17 @@ def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = 
     }
 
 
+def mark_pareto(trials: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """Adds the ``pareto`` column (complete, feasible, non-dominated trials) to ``trials``, in place."""
+    trials["pareto"] = pareto_mask(trials, config.objective_specs()).to_numpy() if len(trials) else []
+    return trials
+
+
 def write_tables(study: optuna.Study, config: StudyConfig) -> dict[str, str]:
     """Writes ``trials.csv``/``trials.parquet`` and ``epochs.csv`` under the study's output directory."""
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    trials = trials_frame(study, config)
-    from dse.study.pareto import pareto_mask
-
-    objectives = [{"name": n, "direction": d} for n, d in zip(config.objective_names(), config.directions())]
-    trials["pareto"] = pareto_mask(trials, objectives).to_numpy() if len(trials) else []
+    trials = mark_pareto(trials_frame(study, config), config)
     trials.to_csv(out / "trials.csv", index=False)
     trials.to_parquet(out / "trials.parquet", index=False)
     epochs_frame(study).to_csv(out / "epochs.csv", index=False)
@@ -134,4 +137,5 @@ def load_tables(config: StudyConfig, storage: str | None = None) -> tuple[pd.Dat
 
 
 def table_path(config: StudyConfig) -> Path:
+    """Where :func:`write_tables` writes the trials CSV."""
     return config.out_dir() / "trials.csv"

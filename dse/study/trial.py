@@ -12,8 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from dse.pipeline import cached_dataset
-
 __all__ = ["evaluate_candidate", "run_trial"]
 
 logger = logging.getLogger(__name__)
@@ -42,26 +40,17 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
         scores = evaluate_lookup(candidate, names, root=config.lookup.root, dataset=config.lookup.dataset)
         return {**scores, "measurement": f"published results ({config.lookup.dataset}, Jung et al. 2023)"}
 
-    import torch
-
     from dse.checkpoint import save_checkpoint
-    from dse.models import build_model
-    from dse.training import default_recipe, resolve_device, seed_everything, train
+    from dse.pipeline import cached_dataset, train_candidate
+    from dse.training import default_recipe, resolve_device
     from objectives import check_masking, evaluate_objectives, measurement
 
     data = config.data
     dataset = cached_dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
     recipe = default_recipe(data.dataset, **config.recipe)
     settings = eval_settings_for(config)
-    device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
-    seed_everything(recipe.seed)
-    spec = dataset.spec
-    model = build_model(candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
-    from dse.compress.keys import training_hooks
-    from dse.models import validate_candidate
-
-    hooks = training_hooks(model, validate_candidate(candidate).compression, recipe.epochs)
-    history = train(model, dataset, recipe, eval_settings=settings, callback=report, device=device, hooks=hooks)
+    device = resolve_device()
+    model, history = train_candidate(candidate, dataset, recipe, settings=settings, device=device, callback=report)
     val = dataset.val.to(device)
     cache: dict[str, Any] = {}
     scores = evaluate_objectives(model, val, settings, names, cache=cache)
