@@ -7,27 +7,78 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-import objectives._compression as comp
+from dse.compress.quant import LayerQuant, QConv2d, QLinear, QuantSpec, quantize_model
 from dse.data import Split
-from dse.models._resnet import ResNetConfig, build_resnet
-from objectives._base import EvalSettings
+from dse.models import ResNetConfig, build_resnet
+from dse.profile import FP_BITS, bops_from_layers, profile_model
+from objectives import EvalSettings
 from objectives._compression import (
     COMPRESSION_OBJECTIVES,
-    TABLE2_CIFAR10,
     bops,
-    bops_from_layers,
     compressed_bytes,
     latency_batch_ms,
     latency_info,
     latency_ms,
-    resnet20_bops_table,
-    resnet_bops_table,
     size_bytes,
     sparsity,
 )
 
 SETTINGS = EvalSettings()
 CIFAR = dict(in_channels=3, num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+#: Seed 004 Table 2, CIFAR-10 rows: (method, weights, activations, kind, BOPS). ``kind`` is
+#: ``fp`` (counted at 8/8), ``fixed`` (bits) or ``mbn`` (weights/activations are bases M/N).
+TABLE2_CIFAR10: dict[str, list[tuple[str, int, int, str, float]]] = {
+    "resnet20": [
+        ("ResNet-20 8/8", 8, 8, "fp", 25.95e8),
+        ("PACT-4", 4, 4, "fixed", 6.70e8),
+        ("PACT-2", 2, 2, "fixed", 1.89e8),
+        ("XNOR-Net", 1, 1, "fixed", 0.68e8),
+        ("MBN 1x1", 1, 1, "mbn", 0.68e8),
+        ("MBN 3x1", 3, 1, "mbn", 1.49e8),
+        ("MBN 1x3", 1, 3, "mbn", 1.49e8),
+        ("MBN 5x1", 5, 1, "mbn", 2.29e8),
+        ("MBN 1x5", 1, 5, "mbn", 2.29e8),
+        ("MBN 7x1", 7, 1, "mbn", 3.09e8),
+        ("MBN 1x7", 1, 7, "mbn", 3.09e8),
+        ("MBN 3x3", 3, 3, "mbn", 3.98e8),
+        ("MBN 5x5", 5, 5, "mbn", 10.31e8),
+    ],
+    "resnet56": [
+        ("ResNet-56 8/8", 8, 8, "fp", 80.31e8),
+        ("PACT-4", 4, 4, "fixed", 20.29e8),
+        ("PACT-2", 2, 2, "fixed", 5.29e8),
+        ("XNOR-Net", 1, 1, "fixed", 1.53e8),
+        ("MBN 1x1", 1, 1, "mbn", 1.53e8),
+        ("MBN 3x1", 3, 1, "mbn", 4.03e8),
+        ("MBN 1x3", 1, 3, "mbn", 4.03e8),
+        ("MBN 5x1", 5, 1, "mbn", 6.54e8),
+        ("MBN 1x5", 1, 5, "mbn", 6.54e8),
+        ("MBN 7x1", 7, 1, "mbn", 9.04e8),
+        ("MBN 1x7", 1, 7, "mbn", 9.04e8),
+        ("MBN 3x3", 3, 3, "mbn", 11.54e8),
+        ("MBN 5x5", 5, 5, "mbn", 31.54e8),
+    ],
+}
+
+
+def resnet_bops_table(arch: str) -> list[dict]:
+    """Table 2's BOPS of a CIFAR-10 ResNet recomputed from its per-layer MACs.
+
+    Every layer but the first conv and the last linear takes the row's bits (fixed point) or
+    bases (multi-bit: 1 x 1 bit x M x N); those two stay in full precision and count at 8 x 8.
+    """
+    model = build_resnet(ResNetConfig(arch=arch), **CIFAR)
+    macs = [layer["macs"] for layer in profile_model(model, in_channels=3, image_size=32)["layers"]]
+    rows = []
+    for method, w, a, kind, paper in TABLE2_CIFAR10[arch]:
+        inner = {"fp": (FP_BITS, FP_BITS, 1), "fixed": (w, a, 1), "mbn": (1, 1, w * a)}[kind]
+        layers = []
+        for i, m in enumerate(macs):
+            wb, ab, mult = (FP_BITS, FP_BITS, 1) if i in (0, len(macs) - 1) else inner
+            layers.append({"macs": m, "weight_bits": wb, "act_bits": ab, "multiplier": mult})
+        rows.append({"method": method, "bops": bops_from_layers(layers), "paper": paper})
+    return rows
 
 # Seed 004 Table 2 prints 3.98e8 BOPS for ResNet-20 MBN 3x3, but every other ResNet-20 MBN row lies
 # on 0.2835e8 + 0.4011e8 * M * N (1x1 0.68, 3x1/1x3 1.49, 5x1 2.29, 7x1 3.09, 5x5 10.31), which gives
@@ -38,7 +89,7 @@ MISPRINTED = {("resnet20", "MBN 3x3")}
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, list[dict]]:
-    return {"resnet20": resnet20_bops_table(), "resnet56": resnet_bops_table("resnet56")}
+    return {arch: resnet_bops_table(arch) for arch in TABLE2_CIFAR10}
 
 
 ROWS = [(arch, i) for arch, rows in TABLE2_CIFAR10.items() for i in range(len(rows))]
@@ -86,8 +137,7 @@ def test_bops_objective_of_fp_resnet20_is_the_8bit_figure() -> None:
     ],
 )
 def test_bops_of_dse_quant_resnet20_match_table2(spec: dict, paper: float) -> None:
-    quant = pytest.importorskip("dse.compress.quant")
-    model = quant.quantize_model(build_resnet(ResNetConfig(), **CIFAR), quant.QuantSpec(**spec))
+    model = quantize_model(build_resnet(ResNetConfig(), **CIFAR), QuantSpec(**spec))
     data = _split(n=2)
     assert bops(model, data, SETTINGS) == pytest.approx(paper, rel=0.02)
     fp = build_resnet(ResNetConfig(), **CIFAR)
@@ -95,29 +145,19 @@ def test_bops_of_dse_quant_resnet20_match_table2(spec: dict, paper: float) -> No
     assert compressed_bytes(model, data, SETTINGS) < 0.5 * compressed_bytes(fp, data, SETTINGS)
 
 
-def _tag(module: nn.Module, **attrs) -> nn.Module:
-    for key, value in attrs.items():
-        setattr(module, key, value)
-    return module
-
-
-@pytest.fixture
-def no_quant(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reads the bit attributes with the local fallback, whether or not ``dse.compress.quant`` exists."""
-    monkeypatch.setattr(comp, "_quant_module", lambda: None)
-
-
 def _hand_model(mask: bool = True) -> nn.Sequential:
+    """A float conv, a 4-bit conv (masked) and an MBN 3x1 linear; the quantized layers leave their
+    inputs unquantized so that no clipping level or activation basis adds tensors."""
     torch.manual_seed(0)
     conv_fp = nn.Conv2d(1, 2, 3, padding=1, bias=True)  # 18 weights, 2 biases
-    conv_q = _tag(nn.Conv2d(2, 4, 3, padding=1, bias=False), quant_mode="fixed", weight_bits=4, act_bits=4)
+    conv_q = QConv2d(2, 4, 3, padding=1, bias=False, quant=LayerQuant("fixed", weight_bits=4, act_bits=4, quantize_input=False))
     if mask:
         conv_q.register_buffer("weight_mask", (torch.arange(72) % 4 != 0).float().view(4, 2, 3, 3))
-    linear = _tag(nn.Linear(4, 3), quant_mode="mbn", weight_bases=3, act_bases=1)  # 12 weights, 3 biases
+    linear = QLinear(4, 3, quant=LayerQuant("mbn", weight_bases=3, act_bases=1, quantize_input=False))  # 12 weights, 3 biases
     return nn.Sequential(conv_fp, conv_q, nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
 
 
-def test_size_bytes_of_hand_made_model(no_quant: None) -> None:
+def test_size_bytes_of_hand_made_model() -> None:
     expected = (
         18 * 4 + 2 * 4  # fp conv: 32-bit weights and biases
         + 72 * 4 // 8 + 72 // 8  # 4-bit conv: 36 bytes of weights + 9 bytes of 1-bit mask
@@ -127,12 +167,12 @@ def test_size_bytes_of_hand_made_model(no_quant: None) -> None:
     assert size_bytes(_hand_model(), _split(1, 4), SETTINGS) == expected == 218
 
 
-def test_bops_objective_reads_layer_bits(no_quant: None) -> None:
+def test_bops_objective_reads_layer_bits() -> None:
     # Per image of 4x4: conv_fp 16*2*9 = 288 MACs at 8x8, conv_q 16*4*18 = 1152 at 4x4, linear 12 at 1x1x3.
     assert bops(_hand_model(), _split(1, 4), SETTINGS) == 288 * 64 + 1152 * 16 + 12 * 3
 
 
-def test_sparsity_is_exact_after_masks(no_quant: None) -> None:
+def test_sparsity_is_exact_after_masks() -> None:
     model = _hand_model()
     with torch.no_grad():
         model[0].weight[0, 0, 0, :] = 0.0  # 3 exact zeros in the first conv: not a prunable layer
@@ -151,7 +191,7 @@ def test_sparsity_of_torch_pruned_model() -> None:
     assert sparsity(model, _split(), SETTINGS) == pytest.approx(0.7, abs=1e-4)
 
 
-def test_compressed_bytes_smaller_for_sparse_and_quantized(no_quant: None) -> None:
+def test_compressed_bytes_smaller_for_sparse_and_quantized() -> None:
     torch.manual_seed(0)
     dense = build_resnet(ResNetConfig(), **CIFAR)
     sparse = build_resnet(ResNetConfig(), **CIFAR)
@@ -163,9 +203,7 @@ def test_compressed_bytes_smaller_for_sparse_and_quantized(no_quant: None) -> No
     dense_size, sparse_size = compressed_bytes(dense, data, SETTINGS), compressed_bytes(sparse, data, SETTINGS)
     assert sparse_size < 0.35 * dense_size
     assert dense_size <= size_bytes(dense, data, SETTINGS) * 1.01  # fp32 noise barely compresses
-    for m in dense.modules():
-        if isinstance(m, nn.Conv2d) and m is not dense.conv1:
-            _tag(m, quant_mode="fixed", weight_bits=2, act_bits=2)
+    quantize_model(dense, QuantSpec(mode="fixed", weight_bits=2, act_bits=2, first_last_bits=32))
     assert compressed_bytes(dense, data, SETTINGS) < 0.2 * dense_size  # 2-bit codes instead of fp32
 
 
