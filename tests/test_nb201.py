@@ -14,7 +14,7 @@ import pytest
 
 from dse import DataError, SpecError
 from dse.models.nb201 import OPS, NB201Config, build_nb201, make_cell, parse_cell
-from objectives._nb201 import NB201_METRICS, NB201Table, _table, evaluate_nb201
+from objectives._nb201 import CORRUPTIONS, NB201_ATTACKS, NB201_METRICS, NB201Table, _table, evaluate_nb201
 from search_spaces.nb201 import nb201
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,7 +194,20 @@ def test_metric_names_and_descriptions():
     assert "eps=0.5/255" in NB201_METRICS["nb201_square_acc_0p5"].description
     assert "FGSM" in NB201_METRICS["nb201_fgsm_acc_255"].description
     assert all(m.direction == "maximize" and m.name.isidentifier() for m in NB201_METRICS.values())
-    assert len(NB201_METRICS) == 1 + 3 * 7 + 11 + 15 * 5
+    # one metric per published (attack, eps) and (corruption, severity), named from its fields
+    expected = {"nb201_clean_acc"}
+    for key, (source, _, eps_list) in NB201_ATTACKS.items():
+        for eps in eps_list:
+            name = f"nb201_{key}_acc_{str(eps).replace('.', 'p')}"
+            expected.add(name)
+            assert NB201_METRICS[name].source == source and NB201_METRICS[name].eps == eps
+            assert NB201_METRICS[name].filename == f"{source}_accuracy.json"
+    for corruption in CORRUPTIONS:
+        for severity in range(1, 6):
+            name = f"nb201_{corruption}_acc_s{severity}"
+            expected.add(name)
+            assert NB201_METRICS[name].source == corruption and NB201_METRICS[name].severity == severity
+    assert set(NB201_METRICS) == expected
 
 
 # -- the published data ---------------------------------------------------------------------------------
@@ -249,7 +262,9 @@ def test_space_ops_subset_and_bad_ops():
         with pytest.raises(SpecError, match=fragment) as err:
             nb201(trial, ops=bad)
         _one_line(err, "ops")
-    assert set(OPS) == {"none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"}
+    for op in OPS:  # every operation of the space makes a cell the model spec accepts
+        cell = nb201(optuna.trial.FixedTrial({f"edge_{k}": op for k in range(6)}), ops=[op])["cell"]
+        assert parse_cell(cell) == (op,) * 6 and NB201Config(cell=cell).cell == cell
 
 
 # -- hypervolume and the bench --------------------------------------------------------------------------
