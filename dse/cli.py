@@ -1,4 +1,7 @@
-"""The ``dse`` command line: ``profile``, ``train`` and ``eval``.
+"""The ``dse`` command line: argparse only (parse, call, print).
+
+Commands: ``profile``, ``train``, ``eval``, ``transfer`` (:mod:`dse.pipeline`); ``run``, ``resume``,
+``report``, ``export``, ``rescore`` (:mod:`dse.study`, :mod:`dse.report`).
 
 Errors in user input (files, keys, values) print one line ``dse: error: ...`` to stderr and
 exit with code 2. With ``--json`` the last line of stdout is one JSON object.

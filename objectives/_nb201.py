@@ -9,6 +9,9 @@ results are published), so any cell a sampler proposes gets a value.
 A candidate of this space is ``{"arch": "nb201", "cell": "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"}``; it is
 looked up, never built or trained.
 
+(Over 400 lines: the metric registry, the lazy table reader and its one-line errors for every
+malformed file are one concept.)
+
 Example:
     >>> table = NB201Table("/path/to/nb201-robustness", dataset="cifar10")  # doctest: +SKIP
     >>> cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|nor_conv_1x1~1|skip_connect~2|"
