@@ -9,10 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dse.data import Split
 from dse.errors import SpecError
 from dse.robust.attacks import AttackConfig
-from dse.data import Split
 from dse.robust.masking import CheckSettings
+from dse.robust.suites import describe_suite, suite_attacks
 
 __all__ = ["EvalSettings", "Objective", "ObjectiveFn"]
 
@@ -53,8 +54,7 @@ class EvalSettings:
     checks: CheckSettings = field(default_factory=CheckSettings)
 
     def __post_init__(self) -> None:
-        from dse.robust.suites import suite_attacks
-
+        """Normalize ``checks`` and ``suite``; raise :class:`SpecError` on a bad one."""
         if isinstance(self.checks, (dict, bool)) or self.checks is None:
             object.__setattr__(self, "checks", CheckSettings.from_dict(self.checks))
         if not isinstance(self.checks, CheckSettings):
@@ -77,8 +77,6 @@ class EvalSettings:
         """One line: the attack, or the suite, behind robust accuracy."""
         if not self.uses_suite:
             return self.attack.describe()
-        from dse.robust.suites import describe_suite
-
         return describe_suite(self.suite, self.attack)
 
     def to_dict(self) -> dict[str, Any]:

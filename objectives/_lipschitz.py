@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dse.data import iterate_batches, Split
+from dse.data import Split, iterate_batches
+from dse.robust.evaluate import model_device
+from dse.robust.kernel import ascent_step, attack_mode, project
 from objectives._base import EvalSettings
 
 __all__ = ["lipschitz", "lipschitz_bound", "local_lipschitz"]
@@ -64,8 +66,7 @@ def local_lipschitz(
             change, ratio = _change_and_ratio(model, x, x_prime, logits, ord_out)
             best = torch.maximum(best, ratio.detach())
             (grad,) = torch.autograd.grad(change.sum(), x_prime)
-            x_prime = x_prime.detach() + step_size * grad.sign()
-            x_prime = (x + (x_prime - x).clamp(-eps, eps)).clamp(0.0, 1.0)
+            x_prime = project(ascent_step(x_prime.detach(), grad, step_size, "linf"), x, eps, "linf")
     with torch.no_grad():
         best = torch.maximum(best, _change_and_ratio(model, x, x_prime, logits, ord_out)[1])
     return best
@@ -82,12 +83,10 @@ def lipschitz(model: nn.Module, data: Split, settings: EvalSettings, *, cache: d
     if eps <= 0:
         raise ValueError("lipschitz needs an evaluation attack with eps > 0")
     step = settings.lipschitz_step_size or eps / 4
-    device = next(model.parameters()).device
+    device = model_device(model)
     generator = settings.generator()
-    was_training = model.training
     total = 0.0
-    try:
-        model.eval()
+    with attack_mode(model):
         for x, _ in iterate_batches(data, settings.batch_size, shuffle=False):
             values = local_lipschitz(
                 model,
@@ -99,8 +98,6 @@ def lipschitz(model: nn.Module, data: Split, settings: EvalSettings, *, cache: d
                 generator=generator,
             )
             total += values.sum().item()
-    finally:
-        model.train(was_training)
     return total / len(data)
 
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 import dse.robust.curves as curves
+import dse.robust.evaluate as evaluate
 from dse.errors import SpecError
-from dse.robust.attacks import _attack_mode, _prepare, check_attack_bounds
+from dse.robust.attacks import check_attack_bounds
 from dse.robust.curves import DEFAULT_EPS, eps_curve, step_size_curve
 from dse.data import Split
+from dse.robust.kernel import attack_mode, prepare
 
 N = 100  # samples attacked per test
 TOL = 0.03  # slack for the eps curve's monotonicity (independent random starts per radius)
@@ -82,13 +84,13 @@ def test_eps_curve_decreases_and_stops_below_chance(linf_curve):
 
 def test_eps_curve_does_not_attack_after_stop(monkeypatch, digits, trained_digits_model):
     seen: list[float] = []
-    real_pgd = curves.pgd
+    real_pgd = evaluate.pgd
 
     def spy(*args, **kwargs):
         seen.append(kwargs["eps"])
         return real_pgd(*args, **kwargs)
 
-    monkeypatch.setattr(curves, "pgd", spy)
+    monkeypatch.setattr(evaluate, "pgd", spy)  # the eps sweep behind eps_curve attacks through it
     out = eps_curve(
         trained_digits_model, digits.test, eps=[0.5, 0.7, 0.9], steps=5, num_classes=10, max_samples=40
     )
@@ -224,9 +226,9 @@ def test_step_curve_bad_args(kwargs, field, digits, trained_digits_model):
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 8 / 255), ("l2", 0.5)])
 def test_trace_iterates_stay_in_ball(norm, eps, digits, trained_digits_model):
-    x, y = _prepare(digits.test.x[:32], digits.test.y[:32])
+    x, y = prepare(digits.test.x[:32], digits.test.y[:32])
     gen = torch.Generator().manual_seed(0)
-    with _attack_mode(trained_digits_model):
+    with attack_mode(trained_digits_model):
         trace = list(
             curves._pgd_trace(
                 trained_digits_model, x, y, eps=eps, step_size=0.5 * eps, iterations=4, norm=norm, generator=gen

@@ -23,29 +23,30 @@ input and in ``[0, 1]``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dse.errors import SpecError
-from dse.robust.attacks import (
-    NORMS,
-    _ascent_step,
-    _attack_mode,
-    _check_choice,
-    _check_int,
-    _check_nonneg,
-    _logits,
-    _loss_objective,
-    _prepare,
-    _project,
-    _random_delta,
-    pgd,
-)
 from dse.data import Split, iterate_batches
+from dse.errors import SpecError
+from dse.robust.evaluate import eps_sweep, first_samples, model_device
+from dse.robust.kernel import (
+    NORMS,
+    ascent_step,
+    attack_mode,
+    check_choice,
+    check_int,
+    check_nonneg,
+    check_positive,
+    grad_and_logits,
+    loss_objective,
+    model_logits,
+    prepare,
+    project,
+    random_init,
+)
 
 __all__ = [
     "DEFAULT_EPS",
@@ -71,18 +72,11 @@ def _check_split(data: Any) -> Split:
     return data
 
 
-def _check_positive(field: str, value: Any) -> float:
-    out = _check_nonneg(field, value)
-    if out <= 0:
-        raise SpecError(f"{field} must be > 0, got {value!r}")
-    return out
-
-
 def _float_list(field: str, values: Any) -> list[float]:
     """Parse a non-empty list of non-negative numbers (``"8/255"`` strings allowed)."""
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise SpecError(f"{field} must be a list of numbers, got {type(values).__name__} {values!r}")
-    out = [_check_nonneg(f"{field}[{i}]", v) for i, v in enumerate(values)]
+    out = [check_nonneg(f"{field}[{i}]", v) for i, v in enumerate(values)]
     if not out:
         raise SpecError(f"{field} must not be empty")
     return out
@@ -91,32 +85,19 @@ def _float_list(field: str, values: Any) -> list[float]:
 def _first_samples(data: Split, max_samples: Any) -> Split:
     """The first ``max_samples`` samples of ``data`` (all when ``None``); at least one."""
     if max_samples is not None:
-        max_samples = _check_int("max_samples", max_samples, 1)
-        if max_samples < len(data):
-            data = Split(x=data.x[:max_samples], y=data.y[:max_samples])
+        max_samples = check_int("max_samples", max_samples, 1)
+    data = first_samples(data, max_samples)
     if len(data) == 0:
         raise SpecError("data must hold at least one sample")
     return data
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _batches(data: Split, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield validated ``(x, y)`` batches of ``data`` in order, moved to ``device``."""
     for xb, yb in iterate_batches(data, batch_size, shuffle=False):
-        x, y = _prepare(xb.to(device), yb.to(device))
+        x, y = prepare(xb.to(device), yb.to(device))
         assert y is not None
         yield x, y
-
-
-def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Boolean mask of the samples of ``x`` that ``model`` classifies as ``y``."""
-    with torch.no_grad():
-        return _logits(model, x).argmax(dim=1) == y
 
 
 # --------------------------------------------------------------------------- #
@@ -189,46 +170,20 @@ def eps_curve(
     Raises:
         SpecError: On an invalid argument (the message names it) or empty data.
     """
-    norm = _check_choice("norm", norm, NORMS)
-    steps = _check_int("steps", steps, 1)
-    step_ratio = _check_positive("step_ratio", step_ratio)
-    num_classes = _check_int("num_classes", num_classes, 2)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
-    max_points = _check_int("max_points", max_points, 2)
+    norm = check_choice("norm", norm, NORMS)
+    steps = check_int("steps", steps, 1)
+    step_ratio = check_positive("step_ratio", step_ratio)
+    num_classes = check_int("num_classes", num_classes, 2)
+    batch_size = check_int("batch_size", batch_size, 1)
+    seed = check_int("seed", seed, 0)
+    max_points = check_int("max_points", max_points, 2)
     radii = _eps_sequence(eps, norm, max_points)
     data = _first_samples(_check_split(data), max_samples)
     n = len(data)
     chance = 1.0 / num_classes
-    device = _model_device(model)
-
-    points: list[dict[str, float]] = []
-    below_chance_at: float | None = None
-    with _attack_mode(model):
-        for radius in radii:
-            generator = torch.Generator().manual_seed(seed)
-            correct = 0
-            for x, y in _batches(data, batch_size, device):
-                if radius > 0:
-                    x = pgd(
-                        model,
-                        x,
-                        y,
-                        eps=radius,
-                        step_size=step_ratio * radius,
-                        steps=steps,
-                        norm=norm,
-                        loss="ce",
-                        restarts=1,
-                        random_start=True,
-                        generator=generator,
-                    )
-                correct += int(_correct(model, x, y).sum())
-            acc = correct / n
-            points.append({"eps": float(radius), "acc": acc})
-            if acc < chance:
-                below_chance_at = float(radius)
-                break
+    points = eps_sweep(model, data, radii, norm=norm, steps=steps, step_ratio=step_ratio, loss="ce",
+                       batch_size=batch_size, seed=seed, require_clean=False, stop_below=chance)
+    below_chance_at = points[-1]["eps"] if points[-1]["acc"] < chance else None
     return {
         "kind": "eps_curve",
         "attack": f"PGD-{steps} {norm} step={step_ratio:g}*eps restarts=1 loss=ce",
@@ -261,26 +216,18 @@ def _pgd_trace(
 
     ``t = 0`` is the random start. One forward pass per iterate serves both the
     misclassification mask and the gradient of the next step. Must run inside
-    :func:`dse.robust.attacks._attack_mode` (gradients enabled). ``x`` and ``y`` must
-    come from :func:`dse.robust.attacks._prepare`.
+    :func:`dse.robust.kernel.attack_mode` (gradients enabled). ``x`` and ``y`` must
+    come from :func:`dse.robust.kernel.prepare`.
     """
-    objective = _loss_objective(y, "ce")
-    x_adv = _project(x + _random_delta(x, eps, norm, generator), x, eps, norm).detach()
-    for t in range(iterations + 1):
-        if t == iterations:
-            with torch.no_grad():
-                wrong = _logits(model, x_adv).argmax(dim=1) != y
-            yield x_adv, wrong
-            return
-        leaf = x_adv.detach().requires_grad_(True)
-        logits = _logits(model, leaf)
-        value = objective(logits)
-        if not value.requires_grad:
-            raise ValueError("model output is not differentiable w.r.t. its input (is grad disabled inside it?)")
-        (grad,) = torch.autograd.grad(value, leaf, allow_unused=True)
-        grad = torch.zeros_like(leaf) if grad is None else grad.detach()
-        yield x_adv, logits.detach().argmax(dim=1) != y
-        x_adv = _project(_ascent_step(x_adv, grad, step_size, norm), x, eps, norm).detach()
+    objective = loss_objective(y, "ce")
+    x_adv = random_init(x, eps, norm, generator).detach()
+    for _ in range(iterations):
+        grad, out = grad_and_logits(model, x_adv, objective)
+        yield x_adv, out.argmax(dim=1) != y
+        x_adv = project(ascent_step(x_adv, grad, step_size, norm), x, eps, norm).detach()
+    with torch.no_grad():
+        wrong = model_logits(model, x_adv).argmax(dim=1) != y
+    yield x_adv, wrong
 
 
 def _worst_index(robust: Sequence[Sequence[int]]) -> int:
@@ -359,21 +306,21 @@ def step_size_curve(
     Raises:
         SpecError: On an invalid argument (the message names it) or empty data.
     """
-    eps = _check_positive("eps", eps)
-    norm = _check_choice("norm", norm, NORMS)
+    eps = check_positive("eps", eps)
+    norm = check_choice("norm", norm, NORMS)
     ratios = _float_list("step_ratios", step_ratios)
     for i, ratio in enumerate(ratios):
         if ratio <= 0:
             raise SpecError(f"step_ratios[{i}] must be > 0, got {ratio!r}")
     if len(set(ratios)) != len(ratios):
         raise SpecError(f"step_ratios must be distinct, got {ratios}")
-    iterations = _check_int("iterations", iterations, 1)
-    runs = _check_int("runs", runs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    iterations = check_int("iterations", iterations, 1)
+    runs = check_int("runs", runs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    seed = check_int("seed", seed, 0)
     data = _first_samples(_check_split(data), max_samples)
     n = len(data)
-    device = _model_device(model)
+    device = model_device(model)
 
     run_seeds = _run_seeds(seed, runs)
     # One generator per (step size, run); batches are visited in order, so each stays in sync.
@@ -382,7 +329,7 @@ def step_size_curve(
     robust = [[0] * (iterations + 1) for _ in ratios]
     # robust_all[r][t]: samples not broken at iteration t in any run.
     robust_all = [[0] * (iterations + 1) for _ in ratios]
-    with _attack_mode(model):
+    with attack_mode(model):
         for x, y in _batches(data, batch_size, device):
             for r, ratio in enumerate(ratios):
                 broken_any = torch.zeros(iterations + 1, x.shape[0], dtype=torch.bool, device=device)

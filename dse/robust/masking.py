@@ -24,11 +24,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from dse.errors import SpecError
-from dse.robust.attacks import AttackConfig, _attack_mode, attack_loss, fgsm, pgd
 from dse.data import Split, iterate_batches
+from dse.errors import SpecError
+from dse.robust.attacks import AttackConfig, attack_loss, fgsm
+from dse.robust.evaluate import accuracy, eps_sweep, first_samples, model_device, pgd_attack
+from dse.robust.kernel import attack_mode
+from dse.robust.suites import describe_square, square_attack
 
 __all__ = ["CHECKS", "CheckSettings", "input_gradient_stats", "masking_checks"]
 
@@ -122,9 +125,9 @@ def input_gradient_stats(model: nn.Module, data: Split, *, batch_size: int = 256
     The margin loss ``max_{j != y} z_j - z_y`` is used rather than cross entropy because a confident,
     honest model can underflow the cross-entropy gradient to exactly zero in float32.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     zero = nonfinite = 0
-    with _attack_mode(model):
+    with attack_mode(model):
         for x, y in iterate_batches(data, batch_size, shuffle=False):
             x = x.to(device).clone().requires_grad_(True)
             loss = attack_loss(model(x).float(), y.to(device), "margin").sum()
@@ -135,26 +138,6 @@ def input_gradient_stats(model: nn.Module, data: Split, *, batch_size: int = 256
             zero += int(((flat == 0).all(dim=1) & ~bad).sum())
     n = len(data)
     return {"zero_fraction": zero / n, "nonfinite_fraction": nonfinite / n}
-
-
-@torch.no_grad()
-def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return model(x).argmax(1) == y
-
-
-def _accuracy(model: nn.Module, data: Split, attack_fn, batch_size: int) -> float:
-    device = next(model.parameters()).device
-    was_training = model.training
-    correct = 0
-    try:
-        model.eval()
-        for x, y in iterate_batches(data, batch_size, shuffle=False):
-            x, y = x.to(device), y.to(device)
-            x_adv = attack_fn(x, y)
-            correct += int((_correct(model, x, y) & _correct(model, x_adv, y)).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(data)
 
 
 def _large_eps(settings: CheckSettings, attack: AttackConfig, data: Split) -> float:
@@ -194,52 +177,48 @@ def masking_checks(
     settings = settings or CheckSettings()
     if not settings.enabled:
         return {"masking_flags": [], "checks": {}, "samples": 0, "settings": settings.to_dict()}
-    if settings.samples < len(data):
-        data = Split(x=data.x[: settings.samples], y=data.y[: settings.samples])
+    data = first_samples(data, settings.samples)
     tol = settings.tolerance
     ratio = attack.step_size / attack.eps if attack.eps > 0 else 0.25
 
-    def pgd_at(eps: float, steps: int, restarts: int = 1, step_ratio: float = ratio):
-        generator = torch.Generator().manual_seed(seed)
-        return lambda x, y: pgd(
-            model, x, y, eps=eps, step_size=step_ratio * eps, steps=steps, restarts=restarts, norm=attack.norm,
-            loss=attack.loss, generator=generator,
-        )
+    def robust_acc(attack_fn) -> float:
+        return accuracy(model, data, attack_fn, batch_size=batch_size)
+
+    def pgd_with(steps: int, restarts: int = 1, step_ratio: float = ratio):
+        return pgd_attack(model, eps=attack.eps, step_ratio=step_ratio, steps=steps, norm=attack.norm,
+                          loss=attack.loss, restarts=restarts, seed=seed)
 
     checks: dict[str, dict[str, Any]] = {}
     grads = input_gradient_stats(model, data, batch_size=batch_size)
     bad = grads["zero_fraction"] + grads["nonfinite_fraction"]
     checks["zero_or_nonfinite_gradients"] = {"passed": bad <= settings.zero_grad_max, **grads, "max": settings.zero_grad_max}
 
-    clean = _accuracy(model, data, lambda x, y: x, batch_size)
     large = _large_eps(settings, attack, data)
     eps_values = [0.0] + [m * attack.eps for m in settings.eps_multiples if m * attack.eps < large] + [large]
-    accs = [clean] + [_accuracy(model, data, pgd_at(e, attack.steps), batch_size) for e in eps_values[1:]]
+    curve = eps_sweep(model, data, eps_values, norm=attack.norm, steps=attack.steps, step_ratio=ratio, loss=attack.loss,
+                      batch_size=batch_size, seed=seed)
+    accs = [point["acc"] for point in curve]
     rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + tol]
-    curve = [{"eps": e, "acc": a} for e, a in zip(eps_values, accs)]
     checks["accuracy_rises_with_eps"] = {"passed": not rises, "curve": curve, "rises": rises}
     checks["not_broken_at_large_eps"] = {"passed": accs[-1] <= settings.large_eps_max_acc, "eps": large, "acc": accs[-1],
                                          "max": settings.large_eps_max_acc}
 
-    weak = accs[eps_values.index(attack.eps)] if attack.eps in eps_values else _accuracy(
-        model, data, pgd_at(attack.eps, attack.steps), batch_size)
-    strong = _accuracy(model, data, pgd_at(attack.eps, settings.strong_steps, settings.strong_restarts, 0.25), batch_size)
+    weak = accs[eps_values.index(attack.eps)] if attack.eps in eps_values else robust_acc(pgd_with(attack.steps))
+    strong = robust_acc(pgd_with(settings.strong_steps, settings.strong_restarts, 0.25))
     checks["more_iterations_raise_accuracy"] = {
         "passed": strong <= weak + tol, "weak": weak, "strong": strong,
         "weak_attack": f"PGD-{attack.steps}", "strong_attack": f"PGD-{settings.strong_steps}x{settings.strong_restarts}",
     }
-    single = _accuracy(model, data, lambda x, y: fgsm(model, x, y, eps=attack.eps, norm=attack.norm), batch_size)
+    single = robust_acc(lambda x, y: fgsm(model, x, y, eps=attack.eps, norm=attack.norm))
     checks["single_step_beats_iterative"] = {"passed": single >= min(weak, strong) - tol, "fgsm": single,
                                              "iterative": min(weak, strong)}
     if settings.square_queries > 0:
-        from dse.robust.suites import _describe_square, _square
-
-        run = _square(settings.square_queries)
-        square = _accuracy(model, data, lambda x, y: run(model, x, y, attack=attack, seed=seed), batch_size)
+        run = square_attack(settings.square_queries)
+        square = robust_acc(lambda x, y: run(model, x, y, attack=attack, seed=seed))
         best_white = min(weak, strong, single, white_box_acc if white_box_acc is not None else 1.0)
         checks["black_box_beats_white_box"] = {
             "passed": square >= best_white - tol, "square": square, "white_box": best_white,
-            "square_attack": _describe_square(attack, settings.square_queries),
+            "square_attack": describe_square(attack, settings.square_queries),
         }
     flags = [name for name in CHECKS if name in checks and not checks[name]["passed"]]
     return {"masking_flags": flags, "checks": checks, "samples": len(data), "settings": settings.to_dict(), "seed": seed}

@@ -23,6 +23,7 @@ norm (CW-l2 in an l_inf suite, FAB's minimal perturbations) is scored inside the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,21 +33,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dse.data import Split
 from dse.errors import SpecError
-from dse.robust.attacks import (
-    AttackConfig,
-    _attack_mode,
-    _fmt_fraction,
-    _project,
-    bim,
-    check_attack_bounds,
-    fgsm,
-    pgd,
-    run_attack,
-)
-from dse.data import Split, iterate_batches
+from dse.robust.attacks import AttackConfig, bim, check_attack_bounds, fgsm, pgd, run_attack
+from dse.robust.evaluate import first_samples, predict
+from dse.robust.kernel import attack_mode, fmt_fraction, project
 
-__all__ = ["SUITES", "SUITE_ATTACKS", "SuiteAttack", "describe_suite", "evaluate_suite", "suite_attacks"]
+__all__ = [
+    "SUITES",
+    "SUITE_ATTACKS",
+    "SuiteAttack",
+    "describe_square",
+    "describe_suite",
+    "evaluate_suite",
+    "square_attack",
+    "suite_attacks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +93,10 @@ def _torchattacks() -> Any:
 
 @contextlib.contextmanager
 def _isolated(model: nn.Module) -> Iterator[None]:
-    """:func:`dse.robust.attacks._attack_mode` (eval mode, gradients on, modes restored), with the global
+    """:func:`dse.robust.kernel.attack_mode` (eval mode, gradients on, modes restored), with the global
     RNG untouched: torchattacks reseeds it."""
     devices = [p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"][:1]
-    with torch.random.fork_rng(devices=devices), _attack_mode(model):
+    with torch.random.fork_rng(devices=devices), attack_mode(model):
         yield
 
 
@@ -143,7 +145,14 @@ def _fab_t(model: nn.Module, x: Tensor, y: Tensor, *, attack: AttackConfig, seed
         )(x, y)
 
 
-def _square(queries: int) -> Callable[..., Tensor]:
+def square_attack(queries: int) -> Callable[..., Tensor]:
+    """Square (Andriushchenko et al. 2020, torchattacks' port), a query-only attack with ``queries`` queries.
+
+    Returns:
+        ``run(model, x, y, *, attack, seed, **_) -> x_adv`` in ``attack``'s threat model (p_init 0.8,
+        margin loss, one restart), the model in eval mode and the global RNG untouched.
+    """
+
     def run(model: nn.Module, x: Tensor, y: Tensor, *, attack: AttackConfig, seed: int, **_: Any) -> Tensor:
         ta = _torchattacks()
         with _isolated(model), torch.no_grad():
@@ -163,10 +172,11 @@ def _cw_l2(model: nn.Module, x: Tensor, y: Tensor, **_: Any) -> Tensor:
 
 def _threat(attack: AttackConfig) -> str:
     """``"linf eps=8/255"``."""
-    return f"{attack.norm} eps={_fmt_fraction(attack.eps)}"
+    return f"{attack.norm} eps={fmt_fraction(attack.eps)}"
 
 
-def _describe_square(attack: AttackConfig, queries: int = 5000) -> str:
+def describe_square(attack: AttackConfig, queries: int = 5000) -> str:
+    """One line: :func:`square_attack` with ``queries`` queries in ``attack``'s threat model."""
     return f"Square {_threat(attack)} {queries} queries, p_init=0.8, margin loss (torchattacks)"
 
 
@@ -199,8 +209,8 @@ SUITE_ATTACKS: dict[str, SuiteAttack] = {
         ),
         SuiteAttack(
             name="square",
-            describe=_describe_square,
-            run=_square(5000),
+            describe=describe_square,
+            run=square_attack(5000),
             white_box=False,
             library="torchattacks",
         ),
@@ -242,11 +252,6 @@ def describe_suite(suite: str | Sequence[str], attack: AttackConfig) -> str:
     return f"{label} suite, worst case per sample of: " + "; ".join(SUITE_ATTACKS[n].describe(attack) for n in names)
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: Tensor) -> Tensor:
-    return model(x).float()
-
-
 def evaluate_suite(
     model: nn.Module,
     data: Split,
@@ -283,11 +288,9 @@ def evaluate_suite(
         ``clean_logits``, ``adv_logits`` (the worst-case example's) and ``robust`` (not JSON; pop it).
     """
     names = suite_attacks(suite)
-    if max_samples is not None and max_samples < len(data):
-        data = Split(x=data.x[:max_samples], y=data.y[:max_samples])
-    with _attack_mode(model):  # eval mode for the clean pass too: BatchNorm statistics stay as they are
-        return _run_suite(model, data, names, suite=suite, attack=attack, batch_size=batch_size, seed=seed,
-                          cascade=cascade, progress=progress)
+    data = first_samples(data, max_samples)
+    return _run_suite(model, data, names, suite=suite, attack=attack, batch_size=batch_size, seed=seed,
+                      cascade=cascade, progress=progress)
 
 
 def _run_suite(
@@ -302,11 +305,11 @@ def _run_suite(
     cascade: bool,
     progress: Callable[[str, int, int], None] | None,
 ) -> dict[str, Any]:
-    device = next(model.parameters()).device
     n = len(data)
     if n == 0:
         raise SpecError("samples: nothing to evaluate (empty split)")
-    clean_logits = torch.cat([_predict(model, x.to(device)).cpu() for x, _ in iterate_batches(data, batch_size, shuffle=False)])
+    clean_logits = predict(model, data, batch_size=batch_size).clean
+    assert clean_logits is not None
     num_classes = clean_logits.shape[1]
     y_all = data.y.cpu()
     robust = clean_logits.argmax(1) == y_all
@@ -321,22 +324,18 @@ def _run_suite(
         # instability needs them all); later ones only where robust accuracy can still change.
         first = not per_attack
         todo = torch.arange(n) if first else torch.nonzero(robust if cascade else clean_ok).squeeze(1)
-        generator = torch.Generator().manual_seed(seed)
-        for lo in range(0, todo.numel(), batch_size):
-            idx = todo[lo : lo + batch_size]
-            x, y = data.x[idx].to(device), data.y[idx].to(device)
-            x_adv = entry.run(model, x, y, attack=attack, num_classes=num_classes, seed=seed, generator=generator)
-            x_adv = _project(x_adv.detach().to(x.dtype), x, attack.eps, attack.norm)
-            check_attack_bounds(x, x_adv, eps=attack.eps, norm=attack.norm, atol=1e-5)
-            logits = _predict(model, x_adv).cpu()
-            ok = logits.argmax(1) == y.cpu()
-            survives[idx] = ok & clean_ok[idx]
+        if todo.numel() > 0:
+            subset = data if first else Split(x=data.x[todo], y=data.y[todo])
+            run = _in_threat_model(entry, model, attack, num_classes=num_classes, seed=seed)
+            tick = None if progress is None else functools.partial(progress, name)
+            logits = predict(model, subset, run, batch_size=batch_size, clean=False, progress=tick).adv
+            assert logits is not None
+            ok = logits.argmax(1) == y_all[todo]
+            survives[todo] = ok & clean_ok[todo]
             # The worst-case example: the first one that breaks the sample, else the latest attack's.
-            still = robust[idx] | first
-            adv_logits[idx[still]] = logits[still]
-            robust[idx[~ok]] = False
-            if progress is not None:
-                progress(name, min(lo + batch_size, todo.numel()), todo.numel())
+            still = robust[todo] | first
+            adv_logits[todo[still]] = logits[still]
+            robust[todo[~ok]] = False
         acc = (robust if cascade else survives).float().mean().item()
         per_attack[name] = {
             "robust_acc": acc,
@@ -357,3 +356,21 @@ def _run_suite(
         "per_attack": per_attack,
         "_tensors": {"clean_logits": clean_logits, "adv_logits": adv_logits, "robust": robust, "y": y_all},
     }
+
+
+def _in_threat_model(
+    entry: SuiteAttack, model: nn.Module, attack: AttackConfig, *, num_classes: int, seed: int
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``entry`` as a batch attack whose examples are projected into ``attack``'s ball and box, then checked.
+
+    One generator, seeded with ``seed``, serves all the batches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def run(x: Tensor, y: Tensor) -> Tensor:
+        x_adv = entry.run(model, x, y, attack=attack, num_classes=num_classes, seed=seed, generator=generator)
+        x_adv = project(x_adv.detach().to(x.dtype), x, attack.eps, attack.norm)
+        check_attack_bounds(x, x_adv, eps=attack.eps, norm=attack.norm, atol=1e-5)
+        return x_adv
+
+    return run

@@ -16,17 +16,20 @@ The result is a plain JSON-serializable dict; plotting it is left to the report 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from dse.data import Split
 from dse.errors import SpecError
 from dse.robust.attacks import AttackConfig, run_attack
-from dse.data import Split, iterate_batches
+from dse.robust.evaluate import AttackFn, first_samples, model_device, predict, transfer_predictions
+from dse.robust.kernel import attack_mode, check_int
 
 __all__ = ["transfer_matrix", "vulnerability"]
 
@@ -121,47 +124,29 @@ def transfer_matrix(
         raise SpecError(f"data must be a Split, got {type(data).__name__}")
     if not isinstance(attack, AttackConfig):
         raise SpecError(f"attack must be an AttackConfig, got {type(attack).__name__}")
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if max_samples is not None:
-        max_samples = _check_int("max_samples", max_samples, 1)
-    seed = _check_int("seed", seed, None)
-    n = len(data) if max_samples is None else min(len(data), max_samples)
+        max_samples = check_int("max_samples", max_samples, 1)
+    seed = check_int("seed", seed, None)
+    data = first_samples(data, max_samples)
+    n = len(data)
     if n == 0:
         raise SpecError("data has no samples")
-    if n < len(data):
-        data = Split(x=data.x[:n], y=data.y[:n])
 
     names = [name for name, _ in pairs]
     nets = [model for _, model in pairs]
-    devices = [_model_device(model) for model in nets]
+    devices = [model_device(model) for model in nets]
     m = len(nets)
-    clean_correct = [0] * m
-    adv_correct = [[0] * m for _ in range(m)]
-    generators = [torch.Generator().manual_seed(seed) for _ in range(m)]
-
-    saved = [(module, module.training) for model in nets for module in model.modules()]
-    try:
+    with contextlib.ExitStack() as stack:
         for model in nets:
-            model.eval()
+            stack.enter_context(attack_mode(model))
         _check_classes(names, nets, devices, data)
-        for x, y in iterate_batches(data, batch_size, shuffle=False):
-            on_device = _Placer(x, y)
-            for j, target in enumerate(nets):
-                xj, yj = on_device(devices[j])
-                clean_correct[j] += _correct(target, xj, yj)
-            for i, source in enumerate(nets):
-                xi, yi = on_device(devices[i])
-                x_adv = run_attack(source, xi, yi, attack, generator=generators[i])
-                adv_on_device = _Placer(x_adv, yi)
-                for j, target in enumerate(nets):
-                    xj, yj = adv_on_device(devices[j])
-                    adv_correct[i][j] += _correct(target, xj, yj)
-    finally:
-        for module, training in saved:
-            module.training = training
-
-    clean_acc = [count / n for count in clean_correct]
-    acc = [[count / n for count in row] for row in adv_correct]
+    clean_acc = [predict(target, data, batch_size=batch_size).natural_acc() for target in nets]
+    acc = [
+        [p.adv_acc() for p in transfer_predictions(source, nets, data, _attack_on(source, attack, seed),
+                                                   batch_size=batch_size, clean=False)]
+        for source in nets
+    ]
     vuln = [[vulnerability(clean_acc[j], acc[i][j]) for j in range(m)] for i in range(m)]
     return {
         "kind": "transfer",
@@ -177,17 +162,10 @@ def transfer_matrix(
 # --------------------------------------------------------------------------- helpers
 
 
-class _Placer:
-    """Copies of one batch per device, made once each."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self._copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {x.device: (x, y.to(x.device))}
-        self._x, self._y = x, y
-
-    def __call__(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._copies:
-            self._copies[device] = (self._x.to(device), self._y.to(device))
-        return self._copies[device]
+def _attack_on(source: nn.Module, attack: AttackConfig, seed: int) -> AttackFn:
+    """``attack`` white-box on ``source``, its random starts from a fresh CPU generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda x, y: run_attack(source, x, y, attack, generator=generator)
 
 
 def _check_fraction(field: str, value: Any) -> float:
@@ -196,16 +174,6 @@ def _check_fraction(field: str, value: Any) -> float:
     out = float(value)
     if not math.isfinite(out) or not 0.0 <= out <= 1.0:
         raise SpecError(f"{field} must be a number in [0, 1], got {value!r}")
-    return out
-
-
-def _check_int(field: str, value: Any, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise SpecError(f"{field} must be an integer{bound}, got {value!r}")
-    out = int(value)
-    if minimum is not None and out < minimum:
-        raise SpecError(f"{field} must be >= {minimum}, got {out}")
     return out
 
 
@@ -234,17 +202,6 @@ def _check_models(models: Any) -> list[tuple[str, nn.Module]]:
     return items
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in _tensors(model):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _tensors(model: nn.Module) -> Iterator[torch.Tensor]:
-    yield from model.parameters()
-    yield from model.buffers()
-
-
 def _check_classes(names: list[str], nets: list[nn.Module], devices: list[torch.device], data: Split) -> None:
     """Run a probe batch through every model; all must return ``(N, C)`` logits with one ``C``."""
     k = min(len(data), _PROBE_SAMPLES)
@@ -262,8 +219,3 @@ def _check_classes(names: list[str], nets: list[nn.Module], devices: list[torch.
     lo, hi = int(data.y.min()), int(data.y.max())
     if lo < 0 or hi >= counts[0]:
         raise SpecError(f"data labels must lie in [0, {counts[0]}) for these models, got range [{lo}, {hi}]")
-
-
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int((model(x).argmax(dim=1) == y).sum())
