@@ -42,7 +42,9 @@ from torch import nn
 from dse.compress.hooks import TrainingHook
 from dse.data import Dataset, Split, iterate_batches, random_crop_flip
 from dse.errors import SpecError, one_line_error
-from dse.robust.attacks import AttackConfig, fgsm, pgd, trades_adversary
+from dse.robust.attacks import fgsm, pgd
+from dse.robust.config import AttackConfig
+from dse.robust.trades import trades_adversary
 
 __all__ = [
     "EpochCallback",
