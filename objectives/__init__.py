@@ -16,7 +16,7 @@ from torch import nn
 
 from dse.data import Split
 from dse.errors import SpecError
-from dse.robust.attacks import AttackConfig
+from dse.robust.config import AttackConfig
 from dse.training import default_eval_attack
 from objectives._accuracy import natural_acc, pert_instability, robust_acc
 from objectives._base import EvalSettings, Objective
