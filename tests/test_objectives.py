@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from dse import SpecError
-from dse.robust.attacks import AttackConfig
-from dse.data import Split
+from dse.data import Split, iterate_batches
+from dse.robust.attacks import AttackConfig, run_attack
+from dse.robust.evaluate import Predictions, accuracy, eps_sweep, predict, transfer_predictions
 from objectives import OBJECTIVES, EvalSettings, evaluate_objectives, get_objective, measurement
 from objectives._lipschitz import local_lipschitz
 from tests.conftest import make_model
@@ -125,3 +126,80 @@ def test_unknown_objective_and_measurement_record(digits):
 
 def test_settings_round_trip():
     assert EvalSettings.from_dict(SETTINGS.to_dict()) == SETTINGS
+
+
+# --------------------------------------------------------------------------- the accuracy-under-attack loop
+
+
+def test_predictions_read_offs_hand_computed():
+    p = Predictions(
+        y=torch.tensor([0, 1, 1, 0]),
+        clean=torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [1.0, 0.0]]),
+        adv=torch.tensor([[0.0, 2.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]]),
+    )
+    assert p.clean_correct().tolist() == [True, True, False, True]
+    assert p.adv_correct().tolist() == [False, True, True, True]
+    assert p.robust().tolist() == [False, True, False, True]
+    assert (p.natural_acc(), p.adv_acc(), p.robust_acc()) == (0.75, 0.75, 0.5)
+    kl = [2 * math.tanh(1.0), 0.0, 3 * math.tanh(1.5), 0.0]  # KL(softmax([a, 0]) || softmax([0, a])) = a tanh(a/2)
+    assert p.instability() == pytest.approx(sum(kl) / 4)
+
+
+def test_predict_matches_the_attack_batch_by_batch_and_restores_modes(trained_digits_model, digits):
+    model = trained_digits_model
+    data = Split(x=digits.test.x[:50], y=digits.test.y[:50])
+    attack = AttackConfig(eps=0.1, step_size=0.025, steps=3)
+    seen: list[bool] = []
+    handle = model.register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    model.train()
+    modules = list(model.modules())
+    modules[1].eval()  # mixed flags come back exactly
+    before = [m.training for m in modules]
+    try:
+        g = torch.Generator().manual_seed(4)
+        p = predict(model, data, lambda x, y: run_attack(model, x, y, attack, generator=g), batch_size=20)
+        assert [m.training for m in modules] == before
+        assert seen and not any(seen), "evaluated in eval mode"
+    finally:
+        handle.remove()
+        model.eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        batches = iterate_batches(data, 20, shuffle=False)
+        adv = torch.cat([model(run_attack(model, x, y, attack, generator=g)) for x, y in batches])
+        assert torch.equal(p.adv, adv) and torch.equal(p.clean, model(data.x))
+    assert torch.equal(p.y, data.y)
+    g = torch.Generator().manual_seed(4)
+    fn = lambda x, y: run_attack(model, x, y, attack, generator=g)  # noqa: E731
+    plain = accuracy(model, data, fn, batch_size=20, require_clean=False)
+    assert plain == p.adv_acc() and p.robust_acc() <= min(plain, p.natural_acc())
+    assert accuracy(model, data, batch_size=7) == p.natural_acc()
+
+
+def test_transfer_predictions_score_the_source_examples_on_every_target(trained_digits_model, digits):
+    data = Split(x=digits.test.x[:30], y=digits.test.y[:30])
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    attack = AttackConfig(eps=0.1, step_size=0.025, steps=2)
+    g = torch.Generator().manual_seed(0)
+    own, theirs = transfer_predictions(
+        trained_digits_model, [trained_digits_model, other], data,
+        lambda x, y: run_attack(trained_digits_model, x, y, attack, generator=g), batch_size=16,
+    )
+    g = torch.Generator().manual_seed(0)
+    batches = iterate_batches(data, 16, shuffle=False)
+    x_adv = torch.cat([run_attack(trained_digits_model, x, y, attack, generator=g) for x, y in batches])
+    with torch.no_grad():
+        assert torch.equal(own.adv, trained_digits_model(x_adv)) and torch.equal(theirs.adv, other(x_adv))
+        assert torch.equal(theirs.clean, other(data.x))
+
+
+def test_eps_sweep_starts_clean_and_stops_below_the_bar(trained_digits_model, digits):
+    data = Split(x=digits.test.x[:40], y=digits.test.y[:40])
+    points = eps_sweep(trained_digits_model, data, [0.0, 0.05, 0.5, 0.9], norm="linf", steps=5, step_ratio=0.25,
+                       require_clean=False, stop_below=0.1)
+    assert points[0] == {"eps": 0.0, "acc": accuracy(trained_digits_model, data)}
+    assert [p["eps"] for p in points] == [0.0, 0.05, 0.5], "0.5 breaks the model, so 0.9 is never attacked"
+    assert points[-1]["acc"] < 0.1 <= points[-2]["acc"]
+    robust = eps_sweep(trained_digits_model, data, [0.0, 0.05], norm="linf", steps=5, step_ratio=0.25)
+    assert robust[1]["acc"] <= points[1]["acc"], "robust accuracy also requires the clean sample right"
+

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torchattacks  # part of the install (README: pip install --no-deps torchattacks); the suites need it
 from torch import nn
 
 from conftest import make_model
@@ -15,10 +16,8 @@ from dse.robust.attacks import AttackConfig, pgd
 from dse.data import Split, load_dataset
 from dse.robust.masking import CHECKS, CheckSettings, input_gradient_stats, masking_checks
 from dse.robust.suites import SUITE_ATTACKS, SUITES, describe_suite, evaluate_suite, suite_attacks
-from dse.training import default_eval_settings, default_recipe, seed_everything, train
-from objectives import EvalSettings, check_masking, evaluate_objectives
-
-torchattacks = pytest.importorskip("torchattacks", reason="torchattacks is installed with --no-deps (see README)")
+from dse.training import default_recipe, seed_everything, train
+from objectives import EvalSettings, check_masking, default_eval_settings, evaluate_objectives
 
 EPS = 0.1  # the digits threat model: l_inf 0.1 (1.6 grey levels of 16)
 

@@ -29,11 +29,11 @@ from torch import nn
 from dse.data import Split, iterate_batches
 from dse.errors import SpecError
 from dse.robust.attacks import AttackConfig, attack_loss, fgsm
-from dse.robust.evaluate import accuracy, eps_sweep, first_samples, model_device, pgd_attack
+from dse.robust.evaluate import Predictions, accuracy, eps_sweep, first_samples, model_device, pgd_attack
 from dse.robust.kernel import attack_mode
 from dse.robust.suites import describe_square, square_attack
 
-__all__ = ["CHECKS", "CheckSettings", "input_gradient_stats", "masking_checks"]
+__all__ = ["CHECKS", "CheckSettings", "input_gradient_stats", "masking_checks", "white_box_accuracy"]
 
 #: Every flag a check can raise, in the order the checks run.
 CHECKS: tuple[str, ...] = (
@@ -138,6 +138,19 @@ def input_gradient_stats(model: nn.Module, data: Split, *, batch_size: int = 256
             zero += int(((flat == 0).all(dim=1) & ~bad).sum())
     n = len(data)
     return {"zero_fraction": zero / n, "nonfinite_fraction": nonfinite / n}
+
+
+def white_box_accuracy(predictions: Predictions | None, samples: int) -> float | None:
+    """Robust accuracy of the first ``samples`` samples from an earlier white-box evaluation, if it covered them.
+
+    The black-box check of :func:`masking_checks` compares Square against it (``white_box_acc``).
+
+    Returns:
+        ``None`` without predictions, or when they hold fewer than ``samples`` samples.
+    """
+    if predictions is None or len(predictions.y) < samples:
+        return None
+    return predictions.robust()[:samples].float().mean().item()
 
 
 def _large_eps(settings: CheckSettings, attack: AttackConfig, data: Split) -> float:

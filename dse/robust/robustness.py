@@ -11,6 +11,10 @@ from typing import Any
 from torch import nn
 
 from dse.data import Split
+from dse.robust.curves import eps_curve, step_size_curve
+from dse.robust.evaluate import Predictions
+from dse.robust.masking import masking_checks, white_box_accuracy
+from dse.robust.suites import evaluate_suite
 
 __all__ = ["robustness_report"]
 
@@ -42,10 +46,6 @@ def robustness_report(
         ``masking_flags`` (empty when every check passes), ``checks``, and with ``curves``,
         ``eps_curve`` and ``step_size_curve``.
     """
-    from dse.robust.curves import eps_curve, step_size_curve
-    from dse.robust.suites import evaluate_suite
-    from objectives import check_masking
-
     suite = settings.suite or "quick"
     outcome = evaluate_suite(
         model, settings.samples(data), suite=suite, attack=settings.attack, batch_size=settings.batch_size,
@@ -68,7 +68,12 @@ def robustness_report(
         "checks": {},
     }
     if checks and settings.checks.enabled:
-        report = check_masking(model, data, settings, cache={"logits": logits})
+        evaluated = settings.samples(data)  # never more samples than the evaluation itself attacks
+        white_box = white_box_accuracy(Predictions(**logits), min(settings.checks.samples, len(evaluated)))
+        report = masking_checks(
+            model, evaluated, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
+            batch_size=settings.batch_size, seed=settings.seed,
+        )
         result["masking_flags"] = report["masking_flags"]
         result["checks"] = report["checks"]
         result["checks_samples"] = report["samples"]
