@@ -36,6 +36,21 @@ def trained_digits_model(digits):
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def full_digits():
+    return load_dataset("digits", val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pgd_at_model(full_digits):
+    """MobileNet-tiny W=0.35 E=2 adversarially trained (PGD-7 AT, 12 epochs, ~40 s on one core); shared
+    by the suite tests and the training test that compares it with natural training."""
+    seed_everything(0)
+    model = make_model(full_digits)
+    train(model, full_digits, default_recipe("digits", method="pgd_at", epochs=12, eval_every=0), device="cpu")
+    return model.eval()
+
+
 @pytest.fixture
 def cifar_dir() -> Path:
     path = SHARED_DATA / "cifar10-subset"

@@ -22,20 +22,6 @@ from objectives import EvalSettings, check_masking, default_eval_settings, evalu
 EPS = 0.1  # the digits threat model: l_inf 0.1 (1.6 grey levels of 16)
 
 
-@pytest.fixture(scope="module")
-def full_digits():
-    return load_dataset("digits", val_fraction=0.1, seed=0)
-
-
-@pytest.fixture(scope="module")
-def pgd_at_model(full_digits):
-    """MobileNet-tiny W=0.35 E=2 adversarially trained (PGD-7 AT, 12 epochs, ~40 s on one core)."""
-    seed_everything(0)
-    model = make_model(full_digits)
-    train(model, full_digits, default_recipe("digits", method="pgd_at", epochs=12, eval_every=0), device="cpu")
-    return model.eval()
-
-
 class RoundInput(nn.Module):
     """Input quantizer with no straight-through estimator: round() has a zero gradient (masking)."""
 

@@ -31,7 +31,7 @@ __all__ = [
     "parse_duration",
 ]
 
-SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random")
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 
 
@@ -111,7 +111,7 @@ class ConstraintConfig(_Strict):
 class SamplerConfig(_Strict):
     """Optuna sampler: nsga2, nsga3, tpe, gp or random, its seed and constructor options."""
 
-    name: Literal["nsga2", "nsga3", "tpe", "gp", "random"] = "nsga2"
+    name: Literal["nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea"] = "nsga2"
     seed: int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
 

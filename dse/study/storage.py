@@ -8,6 +8,7 @@ import optuna
 
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
+from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSampler
 
 __all__ = ["make_sampler", "open_study"]
 
@@ -22,10 +23,12 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
         "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **options),
         "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **options),
         "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
+        "pls": lambda: ParetoLocalSearchSampler(seed=s.seed, **options),
+        "rea": lambda: RegularizedEvolutionSampler(seed=s.seed, **options),
     }
     try:
         return factories[s.name]()
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise SpecError(f"sampler.options: {err}") from err
 
 
