@@ -185,10 +185,10 @@ class _MutationSampler(optuna.samplers.BaseSampler):
 
     # -------------------------------------------------------------------------- parent choice
 
-    def _scored(self, study: optuna.Study) -> tuple[list[FrozenTrial], np.ndarray]:
+    def _scored(self, study: optuna.Study, all_trials: Sequence[FrozenTrial]) -> tuple[list[FrozenTrial], np.ndarray]:
         """Complete trials, and their sort key columns (infeasible, rank, -crowding): feasible
         fronts first, infeasible trials after them by total violation."""
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = [t for t in all_trials if t.state == TrialState.COMPLETE]
         if not trials:
             return [], np.empty((0, 3))
         directions = [d.name.lower() for d in study.directions]
@@ -216,12 +216,14 @@ class _MutationSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if not search_space:
             return {}
-        trials, keys = self._scored(study)
+        all_trials = study.get_trials(deepcopy=False)  # one storage read per proposal
+        trials, keys = self._scored(study, all_trials)
         if len(trials) < self._n_startup:
             return {}
         seen = {
             _key({k: v for k, v in t.params.items() if k in search_space})
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+            for t in all_trials
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         }
         parents = self._parent_order(trials, keys, study)
         for n_keys in (1, 2, 3):
@@ -301,7 +303,8 @@ class RegularizedEvolutionSampler(_MutationSampler):
     Args:
         population_size: Scored trials that stay in the population (older ones age out).
         tournament_size: Trials drawn per tournament; the best by (rank, crowding) is the parent.
-        **kwargs: As :class:`ParetoLocalSearchSampler`.
+        **kwargs: ``seed``, ``n_startup_trials``, ``sigma``, ``max_tries``, ``params_filter``, as for
+            :class:`ParetoLocalSearchSampler`.
     """
 
     def __init__(self, *, population_size: int = 30, tournament_size: int = 8, **kwargs: Any) -> None:
