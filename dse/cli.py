@@ -267,9 +267,10 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
     result = dict(outcome)
     if not args.no_report:
         result["report"] = str(_write_report(config, args.storage))
+    stopped = f", {result['stopped']} stopped early (saving {result['epochs_saved']} epochs)" if config.scheduler.name != "fifo" else ""
     logger.info(
-        "study %s: %d complete, %d failed, Pareto set of %d; table %s%s",
-        config.name, result["complete"], result["failed"], result["pareto"], result["table"],
+        "study %s: %d complete%s, %d failed, Pareto set of %d; table %s%s",
+        config.name, result["complete"], stopped, result["failed"], result["pareto"], result["table"],
         f"; report {result['report']}" if "report" in result else "",
     )
     return result

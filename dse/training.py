@@ -64,9 +64,9 @@ METHODS = ("natural", "pgd_at", "trades", "fast_at")
 
 #: Called after every epoch with that epoch's metrics; the study runner hooks Ray Tune's report here.
 EpochCallback = Callable[[dict[str, float]], None]
-#: ``evaluate(model, val_split) -> {name: value}``: the per-epoch validation metrics (reported with
-#: a ``val_`` prefix). The model is in train mode when called; the evaluator restores any mode it changes.
-EpochEvaluator = Callable[[nn.Module, Split], dict[str, float]]
+#: ``evaluate(model, val_split, epoch) -> {name: value}``: the per-epoch validation metrics (reported
+#: with a ``val_`` prefix). The model is in train mode when called; the evaluator restores any mode it changes.
+EpochEvaluator = Callable[[nn.Module, Split, int], dict[str, float]]
 
 
 class Recipe(BaseModel):
@@ -279,7 +279,7 @@ def train(
     """Trains ``model`` in place and returns the per-epoch metrics.
 
     Every ``recipe.eval_every`` epochs (and after the last), when the data set has a validation
-    split, ``evaluate(model, val)`` scores the model; its metrics join the epoch's with a ``val_``
+    split, ``evaluate(model, val, epoch)`` scores the model; its metrics join the epoch's with a ``val_``
     prefix (e.g. ``val_robust_acc``). Each epoch's metrics then go to ``callback``.
 
     Args:
@@ -360,7 +360,7 @@ def train(
         }
         due = recipe.eval_every and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs)
         if evaluate is not None and val_split is not None and due:
-            scores = evaluate(model, val_split)
+            scores = evaluate(model, val_split, epoch)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         history.append(metrics)
         logger.info(

@@ -26,6 +26,7 @@ from objectives._lipschitz import lipschitz, lipschitz_bound
 
 __all__ = [
     "COMPRESSION_OBJECTIVES",
+    "FREE_OBJECTIVES",
     "OBJECTIVES",
     "EvalSettings",
     "Objective",
@@ -60,13 +61,16 @@ OBJECTIVES: dict[str, Objective] = {
             needs_attack=True,
         ),
         Objective("lipschitz_bound", "minimize", lipschitz_bound, "log10 of seed 000 eq. 5"),
-        Objective("params", "minimize", params, "conv + linear weights and linear bias"),
-        Objective("macs", "minimize", macs, "conv + linear multiply-accumulates per image"),
+        Objective("params", "minimize", params, "conv + linear weights and linear bias", free=True),
+        Objective("macs", "minimize", macs, "conv + linear multiply-accumulates per image", free=True),
     )
 } | {
-    name: dataclasses.replace(o, deterministic=not name.startswith("latency"))
+    name: dataclasses.replace(o, deterministic=not name.startswith("latency"), free=name in ("bops", "size_bytes"))
     for name, o in COMPRESSION_OBJECTIVES.items()
 }
+
+#: Objectives known before training (from the candidate's structure): early stopping ranks on them at every rung.
+FREE_OBJECTIVES: tuple[str, ...] = tuple(name for name, o in OBJECTIVES.items() if o.free)
 
 
 def get_objective(name: str) -> Objective:

@@ -124,6 +124,8 @@ class Objective:
         description: One line for reports, saying how it is measured.
         needs_attack: True if it runs an attack (so it is costly).
         deterministic: False for measured quantities (latency) that vary between runs.
+        free: True when the value follows from the candidate's structure alone (params, MACs,
+            BOPS, bit-packed size): known before training, so early stopping ranks on it from epoch 1.
     """
 
     name: str
@@ -132,6 +134,7 @@ class Objective:
     description: str
     needs_attack: bool = False
     deterministic: bool = True
+    free: bool = False
 
     def __call__(
         self, model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None

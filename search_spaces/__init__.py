@@ -16,6 +16,7 @@ from search_spaces.mobilenet_tiny import mobilenet_tiny
 from search_spaces.nb201 import nb201
 from search_spaces.pruning import PruningOptions, pruning
 from search_spaces.quantization import QuantizationOptions, parse_options, quantization
+from search_spaces.replay import load_table, replay
 
 __all__ = [
     "SEARCH_SPACES",
@@ -27,6 +28,7 @@ __all__ = [
     "nb201",
     "pruning",
     "quantization",
+    "replay",
     "suggest",
 ]
 
@@ -38,6 +40,7 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
     "quantization": quantization,
     "pruning": pruning,
     "joint": joint,
+    "replay": replay,
 }
 
 #: Option models of the spaces that validate their options up front (when a study file is read).
@@ -47,6 +50,16 @@ _OPTION_MODELS = {"quantization": QuantizationOptions, "pruning": PruningOptions
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Validates a space's options without a trial (one-line SpecError naming the field)."""
     get_search_space(name)
+    if name == "replay":
+        unknown = set(options) - {"table", "time_scale"}
+        if unknown:
+            raise SpecError(f"space replay: options: unknown {sorted(unknown)[0]!r} (known: table, time_scale)")
+        if not isinstance(options.get("table"), str):
+            raise SpecError("space replay: options.table: a folder with trials.csv and epochs.csv is needed")
+        scale = options.get("time_scale", 0.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1e6:
+            raise SpecError(f"space replay: options.time_scale: a number >= 0 is needed, got {scale!r}")
+        load_table(options["table"])
     if name in _OPTION_MODELS:
         parse_options(_OPTION_MODELS[name], options, f"space {name}")
 

@@ -33,7 +33,7 @@ MARGIN_ROBUST = 0.25
 def _evaluator(dataset: str, recipe: Recipe):
     """Per-epoch validation as the pipeline builds it: the data set's default attack, ``eval_samples``."""
     settings = EvalSettings(attack=AttackConfig.from_dict(default_eval_attack(dataset)), max_samples=recipe.eval_samples)
-    return lambda model, split: evaluate_objectives(model, split, settings, VAL_METRICS)
+    return lambda model, split, epoch: evaluate_objectives(model, split, settings, VAL_METRICS)
 
 
 class _Recorder(torch.nn.Module):

@@ -11,6 +11,8 @@ Modules, one job each:
 * :mod:`dse.report.formatting`: escaping, slugs, number formats, palette;
 * :mod:`dse.report.trials`: reading the trials table (objectives, categories, candidates, hover);
 * :mod:`dse.report.info` / :mod:`dse.report.figures`: the study sections' data and figures;
+* :mod:`dse.report.compute_info` / :mod:`dse.report.compute_figures`: the compute section (epochs
+  trained and saved by early stopping, hypervolume against epochs);
 * :mod:`dse.report.rescore_info`, :mod:`dse.report.curves_info`,
   :mod:`dse.report.rescore_figures`, :mod:`dse.report.robustness`: the ``dse rescore`` sections;
 * :mod:`dse.report.chromium`: PNG export through kaleido and Chromium;
@@ -32,6 +34,7 @@ Example:
 """
 
 from dse.report.chromium import export_png
+from dse.report.compute_info import get_compute_info
 from dse.report.info import (
     get_dynamics_info,
     get_hypervolume_info,
@@ -43,6 +46,7 @@ from dse.report.page import write_report
 
 __all__ = [
     "export_png",
+    "get_compute_info",
     "get_dynamics_info",
     "get_hypervolume_info",
     "get_pareto_info",

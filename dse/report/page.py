@@ -1,8 +1,9 @@
 """The study report page: info builders, figures and the ``report.html.j2`` template, in one file.
 
-:func:`write_report` computes every info dict (:mod:`dse.report.info`), draws the figures
-(:mod:`dse.report.figures`, :mod:`dse.report.robustness`), embeds them as HTML (plotly.js once,
-nothing from the network) and renders the page template.
+:func:`write_report` computes every info dict (:mod:`dse.report.info`,
+:mod:`dse.report.compute_info`), draws the figures (:mod:`dse.report.figures`,
+:mod:`dse.report.compute_figures`, :mod:`dse.report.robustness`), embeds them as HTML (plotly.js
+once, nothing from the network) and renders the page template.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from dse.report.chromium import export_png
+from dse.report.compute_figures import compute_figures
+from dse.report.compute_info import compute_section_wanted, get_compute_info, scheduler_name
 from dse.report.figures import study_figures
 from dse.report.formatting import slug
 from dse.report.info import (
@@ -28,6 +31,7 @@ from dse.report.info import (
 )
 from dse.report.rendering import render
 from dse.report.robustness import robustness_sections, robustness_summary
+from dse.report.trials import study_objectives
 
 __all__ = ["write_report"]
 
@@ -59,6 +63,21 @@ def _table_rows(table: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _compute_section(
+    trials: pd.DataFrame, epochs: pd.DataFrame | None, meta: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The compute section's numbers (None when the study has no early stopping to show)."""
+    if not compute_section_wanted(trials, meta):
+        return None
+    specs, _, _ = study_objectives(meta)
+    max_epochs = meta.get("max_epochs")
+    info = get_compute_info(trials, epochs, specs, max_epochs=int(max_epochs) if max_epochs else None)
+    name = scheduler_name(meta)
+    info["scheduler"] = name if name and name.lower() != "fifo" else "mo_asha"
+    info["saving_text"] = f"{100.0 * info['totals']['saving']:.1f}%"
+    return info
+
+
 def write_report(
     trials: pd.DataFrame,
     epochs: pd.DataFrame | None,
@@ -72,16 +91,18 @@ def write_report(
 
     The page holds a summary (measurement, objectives, constraints, trial counts, Pareto-set
     size, knee point), the Pareto plots (a 2-D scatter per objective pair, a 3-D scatter for
-    three objectives, parallel coordinates beyond three), the hypervolume per trial,
-    per-epoch dynamics of the selected trials, the robustness sections (when the study has
-    model checkpoints or rescores) and a sortable table of all trials. plotly.js is embedded
-    once; nothing is loaded from the network.
+    three objectives, parallel coordinates beyond three), the hypervolume per trial, the
+    compute section (when trials were stopped early or the scheduler is not ``fifo``: see
+    :mod:`dse.report.compute_info`), per-epoch dynamics of the selected trials, the
+    robustness sections (when the study has model checkpoints or rescores) and a sortable
+    table of all trials. plotly.js is embedded once; nothing is loaded from the network.
 
     Args:
         trials: The trials table (one row per Optuna trial).
         epochs: Per-epoch metrics; may be empty or None.
         meta: The study meta (``name``, ``objectives``, ``metrics``, ``constraints``,
-            ``measurement``, ``storage``, ``sampler``, ``rescore``).
+            ``measurement``, ``storage``, ``sampler``, ``rescore``; optionally ``scheduler``
+            (a name or ``{"name": ...}``) and ``max_epochs``).
         path: The HTML file to write (parent folders are created).
         selected: Trial numbers whose training dynamics are drawn (default: the Pareto
             trials, at most 8).
@@ -116,6 +137,14 @@ def write_report(
                 export_png(fig, Path(png_dir) / f"{slug(name)}.png")
         robustness.append({"title": title, "note": note, "figure": html})
 
+    compute = _compute_section(trials, epochs, meta)
+    if compute is not None:
+        compute["figures"] = []
+        for name, fig in compute_figures(compute):
+            compute["figures"].append(_figure_html(fig, name, include_plotlyjs=not figs))
+            if png_dir is not None:
+                export_png(fig, Path(png_dir) / f"{slug(name)}.png")
+
     page = render(
         "report.html.j2",
         name=str(meta.get("name") or "study"),
@@ -124,6 +153,7 @@ def write_report(
         figures=blocks,
         hypervolume=hv,
         dynamics=dyn,
+        compute=compute,
         robustness=robustness,
         rescore_summary=robustness_summary(rescores) if robustness else Markup(""),
         masking=get_masking_info(trials),

@@ -24,7 +24,9 @@ __all__ = [
     "DataConfig",
     "ExecutionConfig",
     "ObjectiveConfig",
+    "RungEvalConfig",
     "SamplerConfig",
+    "SchedulerConfig",
     "SpaceConfig",
     "StudyConfig",
     "load_study_config",
@@ -116,6 +118,52 @@ class SamplerConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class RungEvalConfig(_Strict):
+    """The attack-strength ladder: cheaper validation at the scheduler's low rungs.
+
+    Entry ``i`` of ``steps`` (and of ``samples``) is the PGD step count (and the number of
+    validation samples) used at rung ``i`` and the epochs before it; rungs past the lists use the
+    recipe's per-epoch evaluation. The step size becomes ``2.5 * eps / steps`` (Madry et al.) when
+    that is larger than the evaluation's, so a short attack can still reach the eps-ball's surface.
+    A trial's final score always uses the study's full ``eval``.
+    """
+
+    steps: list[int] = Field(min_length=1)
+    samples: list[int] | None = None
+
+    @field_validator("steps", "samples")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(v < 1 for v in value):
+            raise ValueError("every entry must be >= 1")
+        return value
+
+    @model_validator(mode="after")
+    def _lengths(self) -> RungEvalConfig:
+        if self.samples is not None and len(self.samples) != len(self.steps):
+            raise ValueError(f"samples has {len(self.samples)} entries, steps {len(self.steps)}: give one per rung")
+        return self
+
+
+class SchedulerConfig(_Strict):
+    """When trials stop early: ``fifo`` (every trial trains to its last epoch) or ``mo_asha``.
+
+    ``mo_asha`` is asynchronous successive halving over epochs: rungs at ``min_epochs *
+    reduction_factor**k`` epochs (below the recipe's last epoch); at a rung a trial continues when
+    it ranks in the top ``1/reduction_factor`` of the trials that reached that rung, ranked by
+    non-dominated sorting of the rung's objective vector with ``tie_break`` inside a front (see
+    :mod:`dse.study.scheduling`). ``rung_eval`` is the attack-strength ladder; under ``fifo`` it is
+    measured beside the full per-epoch evaluation (to build benchmark tables), under ``mo_asha`` it
+    replaces it up to the last ladder rung.
+    """
+
+    name: Literal["fifo", "mo_asha"] = "fifo"
+    min_epochs: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    tie_break: Literal["crowding", "hypervolume"] = "crowding"
+    rung_eval: RungEvalConfig | None = None
+
+
 class BudgetConfig(_Strict):
     """How many trials, and how long (seconds or '10m', '2h')."""
 
@@ -161,6 +209,7 @@ class StudyConfig(_Strict):
     metrics: list[str] = Field(default_factory=list)
     constraints: list[ConstraintConfig] = Field(default_factory=list)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     recipe: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
@@ -210,7 +259,33 @@ class StudyConfig(_Strict):
         """True when every objective is looked up in published results (nothing is trained)."""
         from objectives import is_lookup_objective
 
-        return is_lookup_objective(self.objectives[0].name)
+        return self.is_replay or is_lookup_objective(self.objectives[0].name)
+
+    @property
+    def is_replay(self) -> bool:
+        """True when trials are replayed from a recorded learning-curve table (``space: replay``)."""
+        return self.space.name == "replay"
+
+    def max_epochs(self) -> int:
+        """The epochs a trial trains for (a replayed table: its most epochs)."""
+        if self.is_replay:
+            from search_spaces.replay import load_table
+
+            return load_table(self.space.options["table"]).max_epochs
+        if self.is_tabular:
+            return 1
+        from dse.training import default_recipe
+
+        return default_recipe(self.data.dataset, **self.recipe).epochs
+
+    def rung_epochs(self) -> list[int]:
+        """The scheduler's rungs: ``min_epochs * reduction_factor**k`` below the last epoch."""
+        sch, last = self.scheduler, self.max_epochs()
+        rungs, epoch = [], sch.min_epochs
+        while epoch < last:
+            rungs.append(epoch)
+            epoch *= sch.reduction_factor
+        return rungs
 
     @staticmethod
     def direction_of(name: str) -> str:
@@ -270,8 +345,10 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
         config = StudyConfig.model_validate(data)
     except ValidationError as err:
         raise SpecError(one_line_error(err, where=str(p))) from err
+    config = _absolute_paths(config)
     _check_recipe_and_space(config, where=str(p))
-    return _absolute_paths(config)
+    _check_scheduler(config, where=str(p))
+    return config
 
 
 def _absolute_paths(config: StudyConfig) -> StudyConfig:
@@ -279,6 +356,9 @@ def _absolute_paths(config: StudyConfig) -> StudyConfig:
     update: dict[str, Any] = {"output_dir": str(config.out_dir().resolve())}
     if config.data.root:
         update["data"] = config.data.model_copy(update={"root": str(Path(config.data.root).expanduser().resolve())})
+    if config.is_replay and isinstance(config.space.options.get("table"), str):
+        table = str(Path(config.space.options["table"]).expanduser().resolve())
+        update["space"] = config.space.model_copy(update={"options": {**config.space.options, "table": table}})
     if config.lookup is not None:
         update["lookup"] = config.lookup.model_copy(update={"root": str(Path(config.lookup.root).expanduser().resolve())})
     return config.model_copy(update=update)
@@ -292,6 +372,13 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
         check_options(config.space.name, config.space.options)
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from err
+    if config.is_replay:
+        from search_spaces.replay import load_table
+
+        try:
+            load_table(config.space.options["table"]).check_names(config.recorded_names())
+        except SpecError as err:
+            raise SpecError(f"{where}: {err}") from err
     if config.is_tabular:
         return
     from dse.training import default_recipe
@@ -304,6 +391,25 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
         eval_settings_for(config)
     except (SpecError, TypeError) as err:
         raise SpecError(f"{where}: eval: {err}") from err
+
+
+def _check_scheduler(config: StudyConfig, *, where: str) -> None:
+    """A scheduler that can rank: rungs below the last epoch, and something measured at each rung."""
+    from dse.study.scheduling import rung_metric_names
+
+    sch = config.scheduler
+    if sch.name == "fifo" and sch.rung_eval is None:
+        return
+    if config.is_tabular and not config.is_replay:
+        raise SpecError(f"{where}: scheduler: {sch.name} needs training epochs; tabular (nb201_*) studies have none")
+    rungs = config.rung_epochs()
+    if sch.name == "mo_asha":
+        if not rungs:
+            raise SpecError(f"{where}: scheduler.min_epochs: {sch.min_epochs} leaves no rung below the last epoch ({config.max_epochs()})")
+        if not rung_metric_names(config):
+            raise SpecError(f"{where}: scheduler: no objective is measured per epoch or known before training, so rungs cannot rank")
+    if sch.rung_eval is not None and sch.name == "mo_asha" and len(sch.rung_eval.steps) > len(rungs):
+        raise SpecError(f"{where}: scheduler.rung_eval.steps: {len(sch.rung_eval.steps)} entries for {len(rungs)} rung(s) {rungs}")
 
 
 def eval_settings_for(config: StudyConfig):

@@ -29,6 +29,10 @@ def choose_trial(trials: pd.DataFrame, config: StudyConfig, *, trial: int | None
     if done.empty:
         raise SpecError(f"study {config.name!r} has no completed trial to export")
     if trial is not None:
+        row = trials[trials["number"] == trial]
+        if len(row) and row["state"].iloc[0] == "PRUNED":
+            epoch = row["stopped_at_epoch"].iloc[0] if "stopped_at_epoch" in row else None
+            raise SpecError(f"--trial {trial}: stopped early (PRUNED at epoch {epoch}); only completed trials can be exported")
         if trial not in set(done["number"]):
             raise SpecError(f"--trial {trial}: no completed trial with that number (completed: {sorted(done['number'])[:20]})")
         return int(trial)

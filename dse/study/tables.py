@@ -55,7 +55,11 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "node": t.user_attrs.get("node"),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
             "masking_flags": _flags(t.user_attrs["masking_flags"]) if "masking_flags" in t.user_attrs else None,
+            "stopped_at_epoch": t.user_attrs.get("stopped_at_epoch"),
+            "epochs_trained": len(t.user_attrs.get("history", [])) if "duplicate_of" not in t.user_attrs else 0,
         }
+        for name, value in t.user_attrs.get("rung_values", {}).items():
+            row[f"rung.{name}"] = value
         for name, value in t.user_attrs.get("suite_per_attack", {}).items():
             row[f"attack.{name}"] = value
         for suite, scored in rescores.items():

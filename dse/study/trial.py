@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "run_trial"]
+__all__ = ["eval_ladder", "evaluate_candidate", "replay_ladder", "run_trial"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
 
     config = StudyConfig.model_validate(study)
     names = config.recorded_names()
+    if config.is_replay:
+        from search_spaces.replay import load_table
+
+        table = load_table(config.space.options["table"])
+        return table.replay(candidate, names, report, ladder=replay_ladder(config), time_scale=float(config.space.options.get("time_scale", 0.0)))
     if config.is_tabular:
         from objectives import evaluate_lookup
 
@@ -43,14 +48,17 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
     from dse.checkpoint import save_checkpoint
     from dse.pipeline import cached_dataset, train_candidate
     from dse.training import default_recipe, resolve_device
-    from objectives import check_masking, evaluate_objectives, measurement
+    from objectives import FREE_OBJECTIVES, check_masking, evaluate_objectives, measurement
 
     data = config.data
     dataset = cached_dataset(data.dataset, data.root, data.subset, data.val_fraction, data.seed)
     recipe = default_recipe(data.dataset, **config.recipe)
     settings = eval_settings_for(config)
     device = resolve_device()
-    model, history = train_candidate(candidate, dataset, recipe, settings=settings, device=device, callback=report)
+    model, history = train_candidate(
+        candidate, dataset, recipe, settings=settings, device=device, callback=report,
+        ladder=eval_ladder(config, settings), free=[n for n in names if n in FREE_OBJECTIVES],
+    )
     val = dataset.val.to(device)
     cache: dict[str, Any] = {}
     scores = evaluate_objectives(model, val, settings, names, cache=cache)
@@ -68,6 +76,30 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
         )
     m = measurement(settings, val)
     return {**scores, **extra, "measurement": f"{m['attack']} on {m['samples']} validation samples (seed {m['seed']})"}
+
+
+def eval_ladder(config, settings):
+    """The study's attack-strength ladder as :class:`dse.pipeline.EvalLadder` (None without one)."""
+    from dse.pipeline import EvalLadder, ladder_settings
+
+    rung_eval = config.scheduler.rung_eval
+    if rung_eval is None:
+        return None
+    rungs = config.rung_epochs() or [config.max_epochs()]
+    samples = rung_eval.samples or [None] * len(rung_eval.steps)
+    pairs = tuple((rungs[min(i, len(rungs) - 1)], ladder_settings(settings, s, n)) for i, (s, n) in enumerate(zip(rung_eval.steps, samples)))
+    replace_until = pairs[-1][0] if config.scheduler.name == "mo_asha" else 0
+    return EvalLadder(settings=pairs, replace_until=replace_until)
+
+
+def replay_ladder(config) -> int | None:
+    """For a replayed study: the last epoch at which the table's ladder columns stand in for the
+    full per-epoch ones (None: the ladder is not used)."""
+    rung_eval = config.scheduler.rung_eval
+    if rung_eval is None or config.scheduler.name != "mo_asha":
+        return None
+    rungs = config.rung_epochs()
+    return rungs[min(len(rung_eval.steps), len(rungs)) - 1]
 
 
 def run_trial(config: dict[str, Any]) -> None:

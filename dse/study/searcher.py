@@ -1,0 +1,208 @@
+"""The ask/tell Ray Tune searcher: an Optuna study proposes candidates, Ray Tune runs them.
+
+Why not Ray's ``OptunaSearch``: it cannot hand constraints to the sampler, stores only objective
+values in the Optuna trial (the candidate, further metrics and per-epoch history stay in Ray's
+results), and wants an ``RDBStorage`` object rather than a URL. This searcher is a thin adapter
+instead: ``study.ask()`` plus the define-by-run space give a candidate; Ray Tune runs it;
+``study.tell()`` records values, constraint values, metrics, history and failures in the Optuna
+storage, so ``optuna-dashboard STORAGE`` shows the study and ``dse resume`` can continue it.
+Trials the early-stopping scheduler stopped are told PRUNED (never COMPLETE, so never on a front).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dse.study.config import StudyConfig
+from dse.study.scheduling import MultiObjectiveASHA
+
+__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "STOP_ATTRS", "history_row", "searcher_class"]
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: the driver stopped before the trial finished"
+#: How often in a row the sampler may propose already-scored candidates before the space counts as exhausted.
+MAX_REPEATED_ASKS = 50
+#: Trial attributes that the gradient-masking checks and suites leave (copied to reused repeats).
+MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
+#: Trial attributes of a trial stopped early (copied to reused repeats).
+STOP_ATTRS = ("stopped_at_epoch", "rung_values", "epochs_saved", "free_values")
+#: Per-epoch keys kept in a trial's history, besides every ``val_*`` (validation, ladder, timing).
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds")
+
+
+def history_row(result: dict[str, Any]) -> dict[str, float]:
+    """The part of one epoch's result that the trial's ``history`` keeps."""
+    return {k: float(v) for k, v in result.items() if (k in HISTORY_KEYS or k.startswith("val_")) and v is not None}
+
+
+def searcher_class():
+    """The ask/tell Ray Tune searcher class backed by an Optuna study, so constraints reach the sampler.
+
+    Made on first call (so importing this module does not import Ray). Its instances take the
+    study, the config, the budget of trials to ask, an optional progress display and an optional
+    :class:`~dse.study.scheduling.MultiObjectiveASHA` whose stopped trials it records as PRUNED.
+    """
+    from ray.tune.search import Searcher
+
+    from search_spaces import suggest
+
+    class _AskTell(Searcher):
+        def __init__(self, study: optuna.Study, config: StudyConfig, budget: int, progress: Any = None,
+                     scheduler: MultiObjectiveASHA | None = None) -> None:
+            super().__init__(metric=None, mode=None)
+            self.study, self.config, self.budget, self.progress = study, config, budget, progress
+            self.scheduler = scheduler
+            self.study_dict = config.to_dict()
+            self.live: dict[str, optuna.Trial] = {}
+            self.waiting: dict[str, list[optuna.Trial]] = {}
+            self.asked = 0
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.asked >= self.budget:
+                return Searcher.FINISHED
+            for _ in range(MAX_REPEATED_ASKS):
+                trial = self.study.ask()
+                try:
+                    candidate = suggest(self.config.space.name, trial, self.config.space.options)
+                    candidate = {**candidate, **self.config.space.fixed}
+                except Exception as err:
+                    self._fail(trial, f"search space: {type(err).__name__}: {err}")
+                    raise
+                trial.set_user_attr("candidate", candidate)
+                previous = self._completed_with(candidate)
+                running = next((tid for tid, t in self.live.items() if t.user_attrs.get("candidate") == candidate), None)
+                if previous is not None:
+                    self._tell_repeat(trial, previous)
+                elif running is not None:  # the same candidate is being trained: take its result when it ends
+                    self.waiting.setdefault(running, []).append(trial)
+                else:
+                    break
+            else:
+                logger.warning("the sampler proposed only already-scored candidates %d times: the space looks exhausted", MAX_REPEATED_ASKS)
+                return Searcher.FINISHED
+            self.live[trial_id] = trial
+            self.asked += 1
+            ckpt = None if self.config.is_tabular else str((self.config.out_dir() / "trials" / f"{trial.number:04d}.pt").resolve())
+            if ckpt:
+                trial.set_user_attr("checkpoint", ckpt)
+            return {"candidate": candidate, "study": self.study_dict, "number": trial.number, "checkpoint": ckpt}
+
+        def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+                if t.user_attrs.get("candidate") == candidate and "duplicate_of" not in t.user_attrs:
+                    return t
+            return None
+
+        def _tell_repeat(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> None:
+            """A candidate already scored (or stopped early): reuse its result instead of training it again."""
+            for key in ("metrics", "constraint_values", "measurement", "checkpoint", "history", "node", *MASKING_ATTRS, *STOP_ATTRS):
+                if key in previous.user_attrs:
+                    trial.set_user_attr(key, previous.user_attrs[key])
+            for key, value in previous.user_attrs.get("constraint_names", {}).items():
+                trial.set_constraint(key, value)
+            trial.set_user_attr("duplicate_of", previous.number)
+            if previous.state == TrialState.PRUNED:
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, previous.values)
+            logger.info("trial %d repeats trial %d's candidate: its result is reused", trial.number, previous.number)
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: the state lives in the Optuna storage (``dse resume`` reads it)."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            """See :meth:`save`."""
+
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+            trial = self.live.get(trial_id)
+            if trial is None or result.get("done_trial"):
+                return
+            row = history_row(result)
+            free = {k[len("free_"):]: float(v) for k, v in result.items() if k.startswith("free_")}
+            if free and "free_values" not in trial.user_attrs:
+                trial.set_user_attr("free_values", free)
+            history = list(trial.user_attrs.get("history", [])) + [row]
+            trial.set_user_attr("history", history)
+            if self.progress:
+                self.progress.update(f"#{trial.number} epoch {row.get('epoch', 0):.0f}")
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            trial = self.live.pop(trial_id, None)
+            if trial is None:
+                return
+            if result and result.get("node"):
+                trial.set_user_attr("node", str(result["node"]))
+            stopped = self.scheduler.stopped.get(trial.number) if self.scheduler is not None else None
+            if stopped is not None and not error:
+                self._prune(trial, *stopped)
+            elif error or result is None or not result.get("done_trial"):
+                reason = (result or {}).get("error") or "the Ray trial errored or stopped before reporting its result"
+                self._fail(trial, reason, (result or {}).get("traceback"))
+            elif result.get("error"):
+                self._fail(trial, result["error"], result.get("traceback"))
+            else:
+                self._complete(trial, result)
+            finished = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+            for repeat in self.waiting.pop(trial_id, []):
+                if finished.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    self._tell_repeat(repeat, finished)
+                else:
+                    self._fail(repeat, f"repeats trial {trial.number}'s candidate, which failed: {finished.user_attrs.get('error')}")
+            if self.progress:
+                self.progress.update()
+
+        def _prune(self, trial: optuna.Trial, epoch: int, values: dict[str, float]) -> None:
+            """A trial the scheduler stopped: PRUNED, with where it stopped and what it showed there."""
+            trial.set_user_attr("stopped_at_epoch", int(epoch))
+            trial.set_user_attr("rung_values", {k: float(v) for k, v in values.items()})
+            trial.set_user_attr("epochs_saved", int(self.config.max_epochs() - epoch))
+            logger.info("trial %d stopped at epoch %d (rung values %s)", trial.number, epoch,
+                        ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+            self.study.tell(trial, state=TrialState.PRUNED)
+
+        def _fail(self, trial: optuna.Trial, reason: str, tb: str | None = None) -> None:
+            logger.error("trial %d failed: %s", trial.number, reason)
+            trial.set_user_attr("error", reason)
+            if tb:
+                trial.set_user_attr("traceback", tb[-4000:])
+            self.study.tell(trial, state=TrialState.FAIL)
+
+        def _complete(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
+            names = self.config.recorded_names()
+            metrics = {n: float(result[n]) for n in names if n in result}
+            values = [metrics.get(n, math.nan) for n in self.config.objective_names()]
+            if any(not math.isfinite(v) for v in values):
+                return self._fail(trial, f"objective values are not finite: {dict(zip(self.config.objective_names(), values))}")
+            violations: list[float] = []
+            names: dict[str, float] = {}
+            for i, con in enumerate(self.config.constraints):
+                for j, v in enumerate(con.violations(metrics[con.metric])):
+                    names[f"{i}.{j}:{con.describe()}"] = v
+                    trial.set_constraint(f"{i}.{j}:{con.describe()}", v)  # <= 0 means feasible
+                    violations.append(v)
+            trial.set_user_attr("constraint_names", names)
+            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("constraint_values", violations)
+            trial.set_user_attr("measurement", str(result.get("measurement", "")))
+            trial.set_user_attr("duration_s", float(result.get("duration_s", math.nan)))
+            if "masking_checks" in result:
+                checks = json.loads(result["masking_checks"])
+                trial.set_user_attr("masking_flags", checks["masking_flags"])
+                trial.set_user_attr("masking_checks", checks["checks"])
+                if checks["masking_flags"]:
+                    logger.warning("trial %d: gradient-masking checks failed: %s", trial.number, ", ".join(checks["masking_flags"]))
+            if "suite_per_attack" in result:
+                trial.set_user_attr("suite_per_attack", json.loads(result["suite_per_attack"]))
+            self.study.tell(trial, values)
+
+    return _AskTell

@@ -1,0 +1,295 @@
+"""Multi-objective early stopping: the promotion rule against a brute-force ranking, and the rule
+inside real studies (replayed tables through Ray Tune): stopped trials are PRUNED, never on the
+front, the export or the report's front; resume after SIGKILL loses and repeats nothing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from dse import SpecError
+from dse.study.config import load_study_config
+from dse.study.scheduling import MultiObjectiveASHA, RungRecord, crowding_distance, rank_order
+
+EXE = Path(sys.executable).parent
+
+
+# ------------------------------------------------------------------ brute force, written apart
+def _dominates(a, b) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def _brute_levels(points: list[tuple]) -> list[int]:
+    """Front level by its definition: level 0 = dominated by nobody; level k = dominated only by
+    points of levels < k (computed by peeling with a pairwise dominance test)."""
+    level = [-1] * len(points)
+    k = 0
+    while -1 in level:
+        left = [i for i in range(len(points)) if level[i] == -1]
+        front = [i for i in left if not any(_dominates(points[j], points[i]) for j in left if j != i)]
+        for i in front:
+            level[i] = k
+        k += 1
+    return level
+
+
+def _brute_crowding(points: list[tuple]) -> list[float]:
+    n, m = len(points), len(points[0])
+    if n <= 2:
+        return [math.inf] * n
+    dist = [0.0] * n
+    for j in range(m):
+        order = sorted(range(n), key=lambda i: points[i][j])
+        lo, hi = points[order[0]][j], points[order[-1]][j]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        for a in range(1, n - 1):
+            if hi > lo:
+                dist[order[a]] += (points[order[a + 1]][j] - points[order[a - 1]][j]) / (hi - lo)
+    return dist
+
+
+def _brute_keep(points: list[tuple], violations: list[float], key: int, eta: int) -> bool:
+    """Whether ``key`` is in the top ceil(n/eta): it is ahead of a point when feasible against
+    infeasible, less violating, on a lower front, or on the same front with larger crowding."""
+    feasible = [i for i, v in enumerate(violations) if v <= 0]
+    levels = dict(zip(feasible, _brute_levels([points[i] for i in feasible]))) if feasible else {}
+    crowd: dict[int, float] = {}
+    for lv in set(levels.values()):
+        members = [i for i in feasible if levels[i] == lv]
+        crowd.update(zip(members, _brute_crowding([points[i] for i in members])))
+
+    def ahead(a: int, b: int) -> bool:  # a strictly ahead of b
+        fa, fb = violations[a] <= 0, violations[b] <= 0
+        if fa != fb:
+            return fa
+        if not fa:
+            return violations[a] < violations[b] or (violations[a] == violations[b] and a < b)
+        if levels[a] != levels[b]:
+            return levels[a] < levels[b]
+        if crowd[a] != crowd[b]:
+            return crowd[a] > crowd[b]
+        return a < b
+
+    position = sum(ahead(other, key) for other in range(len(points)) if other != key)
+    return position < math.ceil(len(points) / eta)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_promotions_equal_a_brute_force_non_dominated_ranking(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 4))
+    eta = int(rng.integers(2, 4))
+    core = MultiObjectiveASHA(rungs=[1, 3], reduction_factor=eta)
+    seen: list[tuple] = []
+    viol: list[float] = []
+    decisions = []
+    for key in range(int(rng.integers(4, 14))):
+        point = tuple(float(v) for v in rng.integers(0, 5, m))  # small integers: ties and dominance
+        violation = float(rng.choice([0.0, 0.0, 0.0, 0.5, 1.0]))
+        seen.append(point)
+        viol.append(violation)
+        keep = core.decide(key, 1, RungRecord(loss=point, violation=violation))
+        decisions.append(keep)
+        assert keep == _brute_keep(seen, viol, key, eta), (seen, viol, key)
+    assert core.decide(99, 2, RungRecord(loss=(0.0,) * m, violation=0.0)), "epochs between rungs never stop a trial"
+    stopped = [k for k, keep in enumerate(decisions) if not keep]
+    for key in stopped:
+        assert core.stopped[key][0] == 1
+        assert not core.decide(key, 3, RungRecord(loss=(-9.0,) * m, violation=0.0)), "a stopped trial stays stopped"
+
+
+def test_infeasible_trials_rank_behind_every_feasible_one():
+    loss = np.array([[0.0, 0.0], [5.0, 5.0], [1.0, 1.0], [9.0, 9.0]])
+    order = rank_order(loss, np.array([0.3, 0.0, 0.1, 0.0]))
+    assert order.tolist() == [1, 3, 2, 0], "feasible by front ((5,5) dominates (9,9)), then infeasible by violation"
+
+
+def test_tie_breaks_inside_a_front():
+    # one front of four points; the two extremes are boundary points (crowding inf)
+    front = np.array([[0.0, 10.0], [1.0, 6.0], [5.0, 5.0], [10.0, 0.0]])
+    crowd = crowding_distance(front)
+    # (1, 6): (5-0)/10 + (10-5)/10 = 1.0; (5, 5): (10-1)/10 + (6-0)/10 = 1.5
+    assert math.isinf(crowd[0]) and math.isinf(crowd[3]) and crowd[1] == pytest.approx(1.0) and crowd[2] == pytest.approx(1.5)
+    assert rank_order(front, np.zeros(4), tie_break="crowding").tolist()[2:] == [2, 1]
+    # exclusive hypervolume on the [0, 1]-scaled front, reference (1.1, 1.1): (0.1, 0.6) owns 0.4 x 0.4 = 0.16,
+    # (0.5, 0.5) 0.5 x 0.1 = 0.05, (1, 0) 0.1 x 0.5 = 0.05, (0, 1) 0.1 x 0.1 = 0.01
+    hv_order = rank_order(front, np.zeros(4), tie_break="hypervolume").tolist()
+    assert hv_order[0] == 1 and hv_order[-1] == 0 and set(hv_order[1:3]) == {2, 3}
+
+
+# ------------------------------------------------------------------ replayed studies, Ray Tune
+def _table(root: Path, n: int = 18, epochs: int = 9) -> Path:
+    """A learning-curve table: trial k's curves rise to a final robust accuracy that grows with k,
+    and its BOPS fall with k's parity (so the front holds several candidates)."""
+    rng = np.random.default_rng(0)
+    trials, rows = [], []
+    for k in range(n):
+        final = 0.2 + 0.7 * k / (n - 1)
+        bops = 1e6 * (2 + (k % 3))
+        trials.append({"number": k, "state": "COMPLETE", "robust_acc": final, "natural_acc": min(1.0, final + 0.1),
+                       "bops": bops, "duration_s": 10.0 * epochs, "measurement": "synthetic"})
+        for e in range(1, epochs + 1):
+            val = final * (1 - math.exp(-e / 2)) + float(rng.normal(0, 0.005))
+            rows.append({"number": k, "epoch": e, "epoch_seconds": 8.0, "val_eval_seconds": 2.0,
+                         "val_robust_acc": val, "val_natural_acc": min(1.0, val + 0.1),
+                         "val_rung_robust_acc": val - 0.02, "val_rung_natural_acc": min(1.0, val + 0.08), "val_rung_eval_seconds": 0.5})
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(trials).to_csv(root / "trials.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "epochs.csv", index=False)
+    return root
+
+
+def _replay_study(tmp_path: Path, **changes) -> Path:
+    data = {
+        "name": "rp",
+        "space": {"name": "replay", "options": {"table": str(_table(tmp_path / "table"))}},
+        "objectives": [{"name": "robust_acc"}, {"name": "bops"}],
+        "metrics": ["natural_acc"],
+        "sampler": {"name": "random", "seed": 0},
+        "scheduler": {"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3},
+        "budget": {"n_trials": 12},
+        "execution": {"concurrency": 2},
+        "output_dir": str(tmp_path / "out"),
+        **changes,
+    }
+    path = tmp_path / "rp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_shutdown():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_replay_returns_exactly_the_tables_values(tmp_path):
+    from dse.study.runner import run_study
+    from dse.study.tables import load_tables
+
+    config = load_study_config(_replay_study(tmp_path, scheduler={"name": "fifo"}, budget={"n_trials": 5}))
+    run_study(config, show_progress=False)
+    trials, epochs, _ = load_tables(config)
+    table_trials = pd.read_csv(tmp_path / "table" / "trials.csv").set_index("number")
+    table_epochs = pd.read_csv(tmp_path / "table" / "epochs.csv")
+    done = trials[(trials["state"] == "COMPLETE") & trials["duplicate_of"].isna()]
+    assert len(done) == 5
+    for _, row in done.iterrows():
+        recorded = json.loads(row["candidate"])["replay"]
+        for name in ("robust_acc", "bops", "natural_acc"):
+            assert row[name] == table_trials.loc[recorded, name]
+        mine = epochs[epochs["number"] == row["number"]].sort_values("epoch")
+        theirs = table_epochs[table_epochs["number"] == recorded].sort_values("epoch")
+        for column in ("epoch", "epoch_seconds", "val_robust_acc", "val_natural_acc"):
+            assert mine[column].tolist() == theirs[column].tolist()
+        assert "val_rung_robust_acc" not in mine.columns or mine["val_rung_robust_acc"].isna().all(), "fifo without a ladder replays no ladder columns"
+
+
+def test_stopped_trials_are_pruned_and_never_on_the_front_or_exported(tmp_path):
+    from dse.study.export import export_trial
+    from dse.study.runner import run_study
+    from dse.study.tables import load_tables, mark_pareto
+
+    config = load_study_config(_replay_study(tmp_path))
+    outcome = run_study(config, show_progress=False)
+    trials = mark_pareto(load_tables(config)[0], config)
+    pruned = trials[trials["state"] == "PRUNED"]
+    assert outcome["stopped"] == int(pruned["duplicate_of"].isna().sum()) > 0
+    assert outcome["complete"] + outcome["stopped"] + outcome["failed"] == 12
+    assert outcome["epochs_saved"] == int((9 - pruned[pruned["duplicate_of"].isna()]["stopped_at_epoch"]).sum())
+    assert pruned["stopped_at_epoch"].isin([1, 3]).all()
+    assert not pruned["pareto"].any() and trials.loc[trials["pareto"], "state"].eq("COMPLETE").all()
+    study = optuna.load_study(study_name="rp", storage=config.storage_url())
+    best = {t.number for t in study.best_trials}
+    assert best.isdisjoint(set(pruned["number"])), "Optuna's own best_trials never hold a stopped trial"
+    for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
+        assert t.user_attrs["rung_values"] and t.user_attrs["stopped_at_epoch"] in (1, 3)
+    with pytest.raises(SpecError, match="stopped early"):
+        export_trial(config, tmp_path / "x.yaml", trial=int(pruned["number"].iloc[0]))
+    for pick in ("knee", "best:robust_acc", "best:bops"):
+        assert export_trial(config, tmp_path / "x.yaml", pick=pick)["trial"] not in set(pruned["number"])
+
+
+def test_ladder_ranks_on_the_cheap_attack_and_fifo_records_both(tmp_path):
+    from dse.study.runner import run_study
+    from dse.study.tables import load_tables
+
+    config = load_study_config(_replay_study(tmp_path, scheduler={"name": "mo_asha", "rung_eval": {"steps": [2]}}))
+    run_study(config, show_progress=False)
+    _, epochs, _ = load_tables(config)
+    first = epochs[epochs["epoch"] == 1]
+    later = epochs[epochs["epoch"] > 1]
+    assert first["val_rung_robust_acc"].notna().all() and first["val_robust_acc"].isna().all()
+    assert later["val_robust_acc"].notna().all()
+
+
+def test_bad_scheduler_sections_are_refused(tmp_path):
+    with pytest.raises(SpecError, match="min_epochs"):
+        load_study_config(_replay_study(tmp_path, scheduler={"name": "mo_asha", "min_epochs": 9}))
+    with pytest.raises(SpecError, match="rung_eval"):
+        load_study_config(_replay_study(tmp_path, scheduler={"name": "mo_asha", "rung_eval": {"steps": [2, 3, 4]}}))
+    with pytest.raises(SpecError, match="reduction_factor"):
+        load_study_config(_replay_study(tmp_path, scheduler={"name": "mo_asha", "reduction_factor": 1}))
+    with pytest.raises(SpecError, match="no recorded 'lipschitz'"):
+        load_study_config(_replay_study(tmp_path, metrics=["lipschitz"]))
+
+
+def _states(storage: str) -> dict[int, tuple]:
+    try:
+        study = optuna.load_study(study_name="rp", storage=storage)
+    except (KeyError, Exception):  # storage still being created by the driver
+        return {}
+    return {t.number: (t.state.name, t.user_attrs.get("candidate", {}).get("replay"), t.user_attrs.get("stopped_at_epoch"),
+                       tuple(t.values) if t.values else None, "duplicate_of" in t.user_attrs)
+            for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")}
+
+
+def test_resume_after_sigkill_mid_rung_loses_and_repeats_nothing(tmp_path):
+    import ray
+
+    ray.shutdown()
+    path = _replay_study(tmp_path, budget={"n_trials": 14}, space={"name": "replay", "options": {"table": str(_table(tmp_path / "table")), "time_scale": 0.01}})
+    storage = load_study_config(path).storage_url()
+    proc = subprocess.Popen([str(EXE / "dse"), "run", str(path), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 180
+    try:
+        while True:
+            states = _states(storage)
+            if sum(s[0] == "PRUNED" for s in states.values()) >= 2 and any(s[0] == "COMPLETE" for s in states.values()):
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no trial was stopped in time"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stderr.close()
+        subprocess.run([str(EXE / "ray"), "stop", "--force"], capture_output=True, check=False)
+    before = _states(storage)
+    assert len(before) < 14
+    done = subprocess.run([str(EXE / "dse"), "resume", str(path), "--no-report"], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = _states(storage)
+    for number, record in before.items():
+        assert after[number] == record, "a finished or stopped trial was lost or changed"
+    distinct = [s for s in after.values() if not s[4]]
+    assert len(distinct) == 14, "the budget counts complete plus stopped distinct trials"
+    assert len({s[1] for s in distinct}) == len(distinct), "no candidate was trained twice"
