@@ -15,6 +15,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.mark.parametrize("name", sorted(SEARCH_SPACES))
 @pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
 def test_space_yields_valid_buildable_candidates(name, sampler):
+    if name == "replay":
+        return _check_replay(sampler)
     samplers = {
         "random": optuna.samplers.RandomSampler(seed=0),
         "tpe": optuna.samplers.TPESampler(seed=0),
@@ -33,6 +35,29 @@ def test_space_yields_valid_buildable_candidates(name, sampler):
             model = build_model(spec, in_channels=1, num_classes=10, mean=(0.5,), std=(0.3,))
             assert sum(p.numel() for p in model.parameters()) > 0
         seen.add(str(spec))
+        study.tell(trial, [0.5, 1.0])
+    assert len(seen) > 1
+
+
+def _check_replay(sampler: str) -> None:
+    """The replay space proposes recorded candidates only (its candidates are table rows, not models)."""
+    import pandas as pd
+
+    from search_spaces.replay import LearningCurveTable
+
+    table = LearningCurveTable(
+        trials=pd.DataFrame({"number": range(8), "state": ["COMPLETE"] * 7 + ["FAIL"], "robust_acc": [0.1 * k for k in range(8)]}),
+        epochs=pd.DataFrame({"number": list(range(8)), "epoch": [1] * 8}),
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler={
+        "random": optuna.samplers.RandomSampler(seed=0), "tpe": optuna.samplers.TPESampler(seed=0),
+        "nsga2": optuna.samplers.NSGAIISampler(seed=0)}[sampler])
+    seen = set()
+    for _ in range(6):
+        trial = study.ask()
+        spec = suggest("replay", trial, {"table": table})
+        assert set(spec) == {"replay"} and spec["replay"] in range(7), "a failed recorded trial is never proposed"
+        seen.add(spec["replay"])
         study.tell(trial, [0.5, 1.0])
     assert len(seen) > 1
 

@@ -229,7 +229,8 @@ def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
 
 
 def test_repeated_candidates_reuse_results_and_an_exhausted_space_ends_the_study(tmp_path):
-    from dse.study.runner import MAX_REPEATED_ASKS, run_study
+    from dse.study.runner import run_study
+    from dse.study.searcher import MAX_REPEATED_ASKS
 
     config = load_study_config(
         _nb201_study(tmp_path, space={"name": "nb201", "options": {"ops": ["nor_conv_3x3"]}}, budget={"n_trials": 3})

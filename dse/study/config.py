@@ -307,6 +307,15 @@ class StudyConfig(_Strict):
         the report and exports take (see :mod:`dse.study.pareto`)."""
         return [{"name": n, "direction": d} for n, d in zip(self.objective_names(), self.directions())]
 
+    def rung_metric_names(self) -> list[str]:
+        """The objectives early-stopping rungs rank on: those the per-epoch evaluation measures
+        (``dse.pipeline.EPOCH_METRICS``, reported as ``val_NAME``, the ladder's as ``val_rung_NAME``)
+        and those known before training (``objectives.FREE_OBJECTIVES``)."""
+        from dse.pipeline import EPOCH_METRICS
+        from objectives import FREE_OBJECTIVES
+
+        return [n for n in self.objective_names() if n in EPOCH_METRICS or n in FREE_OBJECTIVES]
+
     def recorded_names(self) -> list[str]:
         """Objectives first, then the further metrics, without repeats."""
         return list(dict.fromkeys(self.objective_names() + self.metrics))
@@ -395,8 +404,6 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
 
 def _check_scheduler(config: StudyConfig, *, where: str) -> None:
     """A scheduler that can rank: rungs below the last epoch, and something measured at each rung."""
-    from dse.study.scheduling import rung_metric_names
-
     sch = config.scheduler
     if sch.name == "fifo" and sch.rung_eval is None:
         return
@@ -406,7 +413,7 @@ def _check_scheduler(config: StudyConfig, *, where: str) -> None:
     if sch.name == "mo_asha":
         if not rungs:
             raise SpecError(f"{where}: scheduler.min_epochs: {sch.min_epochs} leaves no rung below the last epoch ({config.max_epochs()})")
-        if not rung_metric_names(config):
+        if not config.rung_metric_names():
             raise SpecError(f"{where}: scheduler: no objective is measured per epoch or known before training, so rungs cannot rank")
     if sch.rung_eval is not None and sch.name == "mo_asha" and len(sch.rung_eval.steps) > len(rungs):
         raise SpecError(f"{where}: scheduler.rung_eval.steps: {len(sch.rung_eval.steps)} entries for {len(rungs)} rung(s) {rungs}")

@@ -21,7 +21,7 @@ from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA, rung_vector
 from dse.study.searcher import INTERRUPTED, searcher_class
-from dse.study.storage import open_study
+from dse.study.storage import make_sampler, open_study
 
 __all__ = ["StudyOutcome", "finished_trials", "make_scheduler", "recover_interrupted", "run_study"]
 
@@ -193,6 +193,8 @@ def run_study(
         )
     if not existing:
         study.set_user_attr("config", config.to_dict())
+    else:
+        study.sampler = make_sampler(config, seed_offset=len(existing))
     recover_interrupted(study)
     total = n_trials or config.budget.n_trials
     remaining = total - finished_trials(study)

@@ -25,14 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from dse.study.config import StudyConfig
 from dse.study.pareto import non_dominated_mask
-
-if TYPE_CHECKING:
-    from dse.study.config import StudyConfig
 
 __all__ = [
     "MultiObjectiveASHA",
@@ -42,13 +40,8 @@ __all__ = [
     "on_epoch",
     "rank_order",
     "ray_scheduler",
-    "rung_metric_names",
     "rung_vector",
 ]
-
-#: Objectives that the per-epoch evaluation measures (reported as ``val_NAME``, ladder: ``val_rung_NAME``).
-EPOCH_OBJECTIVES = ("natural_acc", "robust_acc", "pert_instability")
-
 
 def non_dominated_fronts(loss: np.ndarray) -> np.ndarray:
     """Front index (0 = non-dominated) of each row of a minimization array ``(n, m)``."""
@@ -184,13 +177,6 @@ class MultiObjectiveASHA:
 
 
 # ----------------------------------------------------------------------- study-facing helpers
-def rung_metric_names(config: StudyConfig) -> list[str]:
-    """The objectives that take part in rung rankings: measured per epoch, or free."""
-    from objectives import FREE_OBJECTIVES
-
-    return [n for n in config.objective_names() if n in EPOCH_OBJECTIVES or n in FREE_OBJECTIVES]
-
-
 def _rung_value(result: Mapping[str, Any], name: str) -> float | None:
     for key in (f"val_rung_{name}", f"val_{name}", f"free_{name}"):
         if key in result and result[key] is not None and math.isfinite(float(result[key])):
@@ -206,7 +192,7 @@ def rung_vector(config: StudyConfig, result: Mapping[str, Any]) -> RungRecord | 
     """
     from dse.study.pareto import to_minimization
 
-    names = rung_metric_names(config)
+    names = config.rung_metric_names()
     values: dict[str, float] = {}
     for name in names:
         value = _rung_value(result, name)
@@ -234,7 +220,7 @@ def on_epoch(core: MultiObjectiveASHA, config: StudyConfig, number: int, result:
     record = rung_vector(config, result)
     if record is None:
         if epoch in core.records:
-            raise ValueError(f"trial {number}: epoch {epoch} is a rung but its result lacks one of {rung_metric_names(config)}")
+            raise ValueError(f"trial {number}: epoch {epoch} is a rung but its result lacks one of {config.rung_metric_names()}")
         return True
     return core.decide(number, epoch, record)
 

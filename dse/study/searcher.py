@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA
 
-__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "STOP_ATTRS", "history_row", "searcher_class"]
+__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "history_row", "searcher_class"]
 
 logger = logging.getLogger(__name__)
 

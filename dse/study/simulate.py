@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.runner import make_scheduler
-from dse.study.scheduling import on_epoch
+from dse.study.scheduling import MultiObjectiveASHA, on_epoch
 from dse.study.searcher import searcher_class
 from dse.study.storage import make_sampler
 from dse.study.trial import evaluate_candidate
@@ -72,7 +72,9 @@ def simulate_study(config: StudyConfig, *, workers: int = 2, rule: StopRule | No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=config.directions(), sampler=make_sampler(config))
     core = make_scheduler(config)
-    if rule is None and core is not None:
+    if rule is not None:  # an outside rule: its stops are recorded through a rule-less core, as PRUNED
+        core = MultiObjectiveASHA(rungs=[])
+    elif core is not None:
         def rule(number: int, result: Mapping[str, Any]) -> bool:
             return on_epoch(core, config, number, result)
 
@@ -116,6 +118,8 @@ def simulate_study(config: StudyConfig, *, workers: int = 2, rule: StopRule | No
             searcher.on_trial_result(tid, payload)
             if rule is not None and not rule(number, payload):
                 stopped.add(tid)
+                if core is not None and number not in core.stopped:
+                    core.stopped[number] = getattr(rule, "stopped", {}).get(number, (int(payload["epoch"]), {}))
                 searcher.on_trial_complete(tid, result=payload)
                 if hasattr(rule, "done"):
                     rule.done(number)

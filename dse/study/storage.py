@@ -13,18 +13,26 @@ from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSam
 __all__ = ["make_sampler", "open_study"]
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5)."""
+def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5).
+
+    Args:
+        config: The study file.
+        seed_offset: Added to the seed. A resumed study passes its trial count: a seeded
+            sampler started afresh would otherwise propose its first candidates again (each then
+            a reused repeat, and 50 in a row end the study as "exhausted").
+    """
     s = config.sampler
+    seed = None if s.seed is None else s.seed + seed_offset
     options = dict(s.options)
     factories = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed, **options),
-        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=s.seed, **options),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, **options),
-        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, **options),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed, **options),
-        "pls": lambda: ParetoLocalSearchSampler(seed=s.seed, **options),
-        "rea": lambda: RegularizedEvolutionSampler(seed=s.seed, **options),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
+        "pls": lambda: ParetoLocalSearchSampler(seed=seed, **options),
+        "rea": lambda: RegularizedEvolutionSampler(seed=seed, **options),
     }
     try:
         return factories[s.name]()

@@ -113,6 +113,8 @@ def report_meta(study: optuna.Study, config: StudyConfig, storage: str | None = 
         "measurement": measurements[-1] if measurements else "no completed trial yet",
         "storage": storage or config.storage_url(),
         "sampler": f"{config.sampler.name} (seed {config.sampler.seed})",
+        "scheduler": config.scheduler.name,
+        "max_epochs": None if config.is_tabular and not config.is_replay else config.max_epochs(),
         "rescore": load_rescores(config),
     }
 
