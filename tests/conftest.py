@@ -57,3 +57,38 @@ def cifar_dir() -> Path:
     if not (path / "cifar-10-batches-py" / "data_batch_1").is_file():
         pytest.skip(f"real CIFAR-10 subset not found at {path} (../shared/data is read-only input, absent here)")
     return path
+
+
+def kill_session(sid: int, *, timeout: float = 30.0) -> int:
+    """SIGKILLs every process of session ``sid`` (a driver started with ``start_new_session=True``
+    and the Ray processes it spawned), and only those: unlike ``ray stop --force``, it leaves other
+    Ray instances on the machine (a study running beside the tests) alone. Returns how many it killed."""
+    import os
+    import signal
+    import time
+
+    def members() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp, session
+                pids.append(int(entry))
+        return pids
+
+    killed = 0
+    deadline = time.time() + timeout
+    while (pids := members()) and time.time() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    return killed

@@ -22,6 +22,7 @@ import yaml
 
 from dse import SpecError
 from dse.study.config import load_study_config
+from tests.conftest import kill_session
 from dse.study.scheduling import MultiObjectiveASHA, RungRecord, crowding_distance, rank_order
 
 EXE = Path(sys.executable).parent
@@ -214,6 +215,15 @@ def test_stopped_trials_are_pruned_and_never_on_the_front_or_exported(tmp_path):
     assert outcome["complete"] + outcome["stopped"] + outcome["failed"] == 12
     assert outcome["epochs_saved"] == int((9 - pruned[pruned["duplicate_of"].isna()]["stopped_at_epoch"]).sum())
     assert pruned["stopped_at_epoch"].isin([1, 3]).all()
+    distinct = pruned[pruned["duplicate_of"].isna()]
+    assert (distinct["epochs_trained"] == distinct["stopped_at_epoch"]).all(), "the stopping epoch is in the history"
+    from dse.study.runner import make_scheduler
+
+    study_for_rungs = optuna.load_study(study_name="rp", storage=config.storage_url())
+    core = make_scheduler(config, study_for_rungs)
+    for _, row in distinct.iterrows():
+        assert int(row["number"]) in core.records[int(row["stopped_at_epoch"])], "resume rebuilds every rung record"
+        assert int(row["number"]) in core.stopped
     assert not pruned["pareto"].any() and trials.loc[trials["pareto"], "state"].eq("COMPLETE").all()
     study = optuna.load_study(study_name="rp", storage=config.storage_url())
     best = {t.number for t in study.best_trials}
@@ -282,7 +292,7 @@ def test_resume_after_sigkill_mid_rung_loses_and_repeats_nothing(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.stderr.close()
-        subprocess.run([str(EXE / "ray"), "stop", "--force"], capture_output=True, check=False)
+        kill_session(proc.pid)  # the driver's Ray processes, not other Ray instances on the machine
     before = _states(storage)
     assert len(before) < 14
     done = subprocess.run([str(EXE / "dse"), "resume", str(path), "--no-report"], capture_output=True, text=True, timeout=300, check=False)
@@ -293,3 +303,24 @@ def test_resume_after_sigkill_mid_rung_loses_and_repeats_nothing(tmp_path):
     distinct = [s for s in after.values() if not s[4]]
     assert len(distinct) == 14, "the budget counts complete plus stopped distinct trials"
     assert len({s[1] for s in distinct}) == len(distinct), "no candidate was trained twice"
+
+
+def test_simulated_clock_decides_as_the_ray_run_does(tmp_path):
+    """One worker: the simulator and Ray Tune see the same results in the same order, so the same
+    trials stop at the same rungs and the same candidates complete."""
+    from dse.study.runner import run_study
+    from dse.study.simulate import simulate_study
+
+    config = load_study_config(_replay_study(tmp_path, execution={"concurrency": 1}))
+    sim = simulate_study(config, workers=1)
+    run_study(config, show_progress=False)
+    real = optuna.load_study(study_name="rp", storage=config.storage_url())
+
+    def outcome(study):
+        return sorted((t.number, t.state.name, t.user_attrs["candidate"]["replay"], t.user_attrs.get("stopped_at_epoch"))
+                      for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED"))
+
+    assert outcome(sim.study) == outcome(real)
+    assert sim.epochs == sum(len(t.user_attrs.get("history", [])) for t in real.get_trials() if "duplicate_of" not in t.user_attrs)
+    fifo = simulate_study(load_study_config(_replay_study(tmp_path, scheduler={"name": "fifo"})), workers=2)
+    assert fifo.epochs == 9 * 12 > sim.epochs

@@ -127,7 +127,13 @@ def searcher_class():
             trial = self.live.get(trial_id)
             if trial is None or result.get("done_trial"):
                 return
+            self._record_epoch(trial, result)
+
+        def _record_epoch(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
+            """Appends one epoch's result to the trial's history (once per epoch)."""
             row = history_row(result)
+            if any(r.get("epoch") == row.get("epoch") for r in trial.user_attrs.get("history", [])):
+                return
             free = {k[len("free_"):]: float(v) for k, v in result.items() if k.startswith("free_")}
             if free and "free_values" not in trial.user_attrs:
                 trial.set_user_attr("free_values", free)
@@ -144,6 +150,8 @@ def searcher_class():
                 trial.set_user_attr("node", str(result["node"]))
             stopped = self.scheduler.stopped.get(trial.number) if self.scheduler is not None else None
             if stopped is not None and not error:
+                if result and "epoch" in result:  # Ray passes the stopping epoch here, not to on_trial_result
+                    self._record_epoch(trial, result)
                 self._prune(trial, *stopped)
             elif error or result is None or not result.get("done_trial"):
                 reason = (result or {}).get("error") or "the Ray trial errored or stopped before reporting its result"
