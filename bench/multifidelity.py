@@ -118,13 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=240, help="trial budget of the early-stopping runs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sampler", default="random")
-    parser.add_argument("--methods", default="fifo,mo_asha,mo_asha_hv,mo_asha_ladder,syne_tune")
+    parser.add_argument("--methods", default="fifo,mo_asha,mo_asha_hv,mo_asha_ladder,mo_asha_m2e3,mo_asha_m2e2,mo_asha_m1e2,syne_tune,syne_tune_m2e3",
+                        help="fifo, mo_asha (min_epochs 1, eta 3, crowding), mo_asha_hv (hypervolume tie-break), mo_asha_ladder "
+                             "(PGD-2 at rung 0), mo_asha_mXeY (min_epochs X, eta Y), syne_tune[_m2e3] (Syne Tune's MOASHA rule)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("dse").setLevel(logging.WARNING)
 
     table = load_table(str(Path(args.table).resolve()))
     numbers = table.candidates()
+    if args.trials > len(numbers):
+        parser.error(f"--trials {args.trials}: the table has {len(numbers)} candidates")
     trials = table.trials.set_index("number").loc[numbers].reset_index()
     trials["state"] = "COMPLETE"
     names = [o["name"] for o in OBJECTIVES]
@@ -140,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         "mo_asha": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3, "tie_break": "crowding"}, args.trials, None),
         "mo_asha_hv": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3, "tie_break": "hypervolume"}, args.trials, None),
         "mo_asha_ladder": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3, "rung_eval": {"steps": [2]}}, args.trials, None),
+        "mo_asha_m2e2": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 2}, args.trials, None),
+        "mo_asha_m1e2": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 2}, args.trials, None),
+        "mo_asha_m2e3": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3}, args.trials, None),
         "syne_tune": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3}, args.trials, "syne_tune"),
+        "syne_tune_m2e3": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3}, args.trials, "syne_tune"),
     }
     wanted = [m for m in args.methods.split(",") if m]
     results: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}

@@ -39,6 +39,7 @@ __all__ = [
     "is_lookup_objective",
     "latency_info",
     "measurement",
+    "objective_direction",
 ]
 
 OBJECTIVES: dict[str, Objective] = {
@@ -172,6 +173,15 @@ def check_masking(
         model, data, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
         batch_size=settings.batch_size, seed=settings.seed,
     )
+
+
+def objective_direction(name: str) -> str:
+    """The natural direction of a measured or tabular objective (unknown names: ``maximize``)."""
+    if name in OBJECTIVES:
+        return OBJECTIVES[name].direction
+    from objectives._nb201 import NB201_METRICS
+
+    return NB201_METRICS[name].direction if name in NB201_METRICS else "maximize"
 
 
 def is_lookup_objective(name: str) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dse.errors import DataError, SpecError, one_line_error
-from dse.models.nb201 import NB201Config, parse_cell
+from dse.models.nb201 import NB201Config, nb201_params, parse_cell
 
 
 __all__ = [
@@ -92,7 +92,7 @@ class NB201Metric:
         description: One line saying what was measured.
         eps: Attack eps in units of 1/255 (attacks only).
         severity: Corruption severity 1..5 (corruptions only).
-        direction: Always ``maximize`` (all are accuracies).
+        direction: ``maximize`` for the accuracies; ``minimize`` for the computed ``nb201_params``.
     """
 
     name: str
@@ -119,8 +119,18 @@ def _eps_text(eps: float) -> str:
     return f"{int(eps) if float(eps).is_integer() else float(eps)}/255"
 
 
+#: ``source`` of metrics computed from the cell rather than read from a file.
+COMPUTED = "computed"
+#: Classes of the data sets NAS-Bench-201 was trained on (for the classifier's parameters).
+_CLASSES = {"cifar10": 10, "cifar100": 100, "ImageNet16-120": 120}
+
+
 def _build_metrics() -> dict[str, NB201Metric]:
-    metrics = [NB201Metric("nb201_clean_acc", "clean", f"clean test accuracy ({_SOURCE})")]
+    metrics = [
+        NB201Metric("nb201_clean_acc", "clean", f"clean test accuracy ({_SOURCE})"),
+        NB201Metric("nb201_params", COMPUTED, "parameters of the NB201 network built from the cell (computed, a cost axis)",
+                    direction="minimize"),
+    ]
     for key, (source, label, epsilons) in NB201_ATTACKS.items():
         for eps in epsilons:
             metrics.append(
@@ -261,6 +271,9 @@ class NB201Table:
         """Names of the metrics this directory holds (their file is present, and their eps in ``meta.json``)."""
         available = []
         for name, metric in NB201_METRICS.items():
+            if metric.source == COMPUTED:
+                available.append(name)
+                continue
             if not (self.directory / metric.filename).is_file():
                 continue
             if metric.eps is not None and not any(
@@ -325,6 +338,11 @@ class NB201Table:
             DataError: Its file is missing or corrupt (named).
         """
         metric = self._metric(name)
+        if metric.source == COMPUTED:
+            if metric.source not in self._columns:
+                classes = _CLASSES.get(self.dataset, 10)
+                self._columns[metric.source] = np.array([nb201_params(c, num_classes=classes) for c in self.meta.unique_cells], dtype=float)
+            return self._columns[metric.source]
         values = self._source(metric)
         index = self._column_index(metric)
         return values if index is None else values[:, index]

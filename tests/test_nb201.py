@@ -90,7 +90,7 @@ def _one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
 
 def test_synthetic_table_lookups_isomorphs_and_values(tiny_root):
     table = NB201Table(tiny_root)
-    assert table.metrics() == ["nb201_clean_acc", "nb201_pgd_acc_0p5", "nb201_pgd_acc_1", "nb201_pgd_acc_2"]
+    assert table.metrics() == ["nb201_clean_acc", "nb201_params", "nb201_pgd_acc_0p5", "nb201_pgd_acc_1", "nb201_pgd_acc_2"]
     assert table.lookup(CELL_A, "nb201_clean_acc") == 0.9
     assert table.lookup(CELL_B, "nb201_pgd_acc_2") == 0.3
     assert table.lookup(CELL_D, "nb201_pgd_acc_0p5") == 0.6
@@ -193,9 +193,10 @@ def test_metric_names_and_descriptions():
     assert NB201_METRICS["nb201_pgd_acc_2"].description == "PGD l_inf eps=2/255 (published, Jung et al. 2023)"
     assert "eps=0.5/255" in NB201_METRICS["nb201_square_acc_0p5"].description
     assert "FGSM" in NB201_METRICS["nb201_fgsm_acc_255"].description
-    assert all(m.direction == "maximize" and m.name.isidentifier() for m in NB201_METRICS.values())
+    assert all(m.direction == "maximize" and m.name.isidentifier() for m in NB201_METRICS.values() if m.name != "nb201_params")
+    assert NB201_METRICS["nb201_params"].direction == "minimize"
     # one metric per published (attack, eps) and (corruption, severity), named from its fields
-    expected = {"nb201_clean_acc"}
+    expected = {"nb201_clean_acc", "nb201_params"}
     for key, (source, _, eps_list) in NB201_ATTACKS.items():
         for eps in eps_list:
             name = f"nb201_{key}_acc_{str(eps).replace('.', 'p')}"
@@ -208,6 +209,24 @@ def test_metric_names_and_descriptions():
             expected.add(name)
             assert NB201_METRICS[name].source == corruption and NB201_METRICS[name].severity == severity
     assert set(NB201_METRICS) == expected
+
+
+def test_nb201_params_is_a_computed_cost_axis(tiny_root):
+    from dse.models.nb201 import nb201_params
+    from dse.study.config import StudyConfig
+
+    # published extremes for CIFAR-10 (Dong & Yang 2020): 0.073 M and 1.531 M parameters
+    assert nb201_params(make_cell(["none"] * 6)) == nb201_params(make_cell(["skip_connect", "avg_pool_3x3"] * 3)) == 73_306
+    assert nb201_params(make_cell(["nor_conv_3x3"] * 6)) == 1_531_546
+    # one 1x1 edge: 5 cells per stage at 16, 32 and 64 channels, each C^2 + 2C
+    one = make_cell(["nor_conv_1x1"] + ["none"] * 5)
+    assert nb201_params(one) - 73_306 == 5 * sum(c * c + 2 * c for c in (16, 32, 64))
+    assert nb201_params(one, num_classes=100) - nb201_params(one) == 90 * 64 + 90
+    table = NB201Table(tiny_root)
+    np.testing.assert_allclose(table.values(["nb201_params"])[:, 0], [nb201_params(c) for c in table.unique_cells()])
+    scores = evaluate_nb201({"arch": "nb201", "cell": CELL_C}, ["nb201_params"], root=tiny_root)
+    assert scores["nb201_params"] == nb201_params(CELL_A), "looked up through the isomorph, like every nb201_* value"
+    assert StudyConfig.direction_of("nb201_params") == "minimize"
 
 
 # -- the published data ---------------------------------------------------------------------------------

@@ -324,3 +324,36 @@ def test_simulated_clock_decides_as_the_ray_run_does(tmp_path):
     assert sim.epochs == sum(len(t.user_attrs.get("history", [])) for t in real.get_trials() if "duplicate_of" not in t.user_attrs)
     fifo = simulate_study(load_study_config(_replay_study(tmp_path, scheduler={"name": "fifo"})), workers=2)
     assert fifo.epochs == 9 * 12 > sim.epochs
+
+
+def test_constraints_on_free_objectives_refuse_candidates_before_training(tmp_path):
+    """A ``params <= ...`` constraint is checked when the candidate is proposed: no trial trains a
+    candidate that breaks it, and refused proposals do not count against the budget."""
+    from dse.study.runner import run_study
+    from dse.study.searcher import precheck_values
+    from dse.study.tables import load_tables
+
+    study = {
+        "name": "pre", "data": {"dataset": "digits", "subset": 120, "val_fraction": 0.3},
+        "space": {"name": "mobilenet_tiny", "options": {"width_mult": [0.1, 0.2, 1.0], "expand_ratio": [1, 2, 6]}},
+        "objectives": [{"name": "robust_acc"}, {"name": "params"}],
+        "constraints": [{"metric": "params", "max": 100000}],
+        "sampler": {"name": "random", "seed": 0}, "budget": {"n_trials": 3},
+        "recipe": {"method": "natural", "epochs": 1, "batch_size": 60, "eval_samples": 10},
+        "eval": {"attack": {"steps": 1}, "max_samples": 10, "checks": False},
+        "execution": {"concurrency": 2}, "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "pre.yaml"
+    path.write_text(yaml.safe_dump(study))
+    config = load_study_config(path)
+    small = precheck_values(config, {"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1})["params"]
+    big = precheck_values(config, {"arch": "mobilenet_tiny", "width_mult": 1.0, "expand_ratio": 6})["params"]
+    assert small < 100000 < big
+    outcome = run_study(config, show_progress=False)
+    trials = load_tables(config)[0]
+    trained = trials[trials["state"] == "COMPLETE"]
+    refused = trials[trials["rejected"].notna()]
+    assert outcome["complete"] == 3 and outcome["rejected"] == len(refused) > 0
+    assert (trained["params"] <= 100000).all() and (refused["state"] == "PRUNED").all()
+    assert refused["rejected"].str.contains("params = .* breaks params <= 100000", regex=True).all()
+    assert trials.loc[trials["state"] == "COMPLETE", "epochs_trained"].gt(0).all() and refused["epochs_trained"].eq(0).all()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from dse.errors import SpecError
 
-__all__ = ["EDGE_SOURCES", "OPS", "NB201Config", "build_nb201", "make_cell", "parse_cell"]
+__all__ = ["EDGE_SOURCES", "OPS", "NB201Config", "build_nb201", "make_cell", "nb201_params", "parse_cell"]
 
 #: The five operations of a NAS-Bench-201 edge.
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -67,6 +67,46 @@ def make_cell(ops: Sequence[str]) -> str:
     if len(ops) != len(EDGE_SOURCES) or any(op not in OPS for op in ops):
         raise SpecError(f"NB201 cell: expected 6 ops from {', '.join(OPS)}, got {list(ops)}")
     return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
+
+
+#: Channels of the three stages of the NAS-Bench-201 network (5 cells each, a residual reduction block between).
+STAGE_CHANNELS: tuple[int, ...] = (16, 32, 64)
+CELLS_PER_STAGE = 5
+
+
+def _edge_params(op: str, channels: int) -> int:
+    """ReLU-conv-BN edges: the conv weights (no bias) plus BatchNorm's weight and bias."""
+    if op == "nor_conv_3x3":
+        return 9 * channels * channels + 2 * channels
+    if op == "nor_conv_1x1":
+        return channels * channels + 2 * channels
+    return 0  # none, skip_connect, avg_pool_3x3
+
+
+def _reduction_params(c_in: int, c_out: int) -> int:
+    """ResNet basic block with stride 2: two 3x3 ReLU-conv-BN, shortcut avg-pool + 1x1 conv (no BN)."""
+    return 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out + c_in * c_out
+
+
+def nb201_params(cell: str, *, num_classes: int = 10) -> int:
+    """Trainable parameters of the NAS-Bench-201 network built from ``cell`` (Dong & Yang 2020):
+    a 3x3 stem (3 -> 16) with BatchNorm, three stages of five cells at 16/32/64 channels with a
+    residual reduction block between stages, a final BatchNorm and a linear classifier.
+
+    Checked against the published extremes for CIFAR-10: 73,306 (no parametric edge) and 1,531,546
+    (every edge a 3x3 convolution), i.e. 0.07 and 1.53 MB of fp32 weights.
+
+    Raises:
+        ValueError: A malformed cell.
+    """
+    ops = parse_cell(cell)
+    total = 9 * 3 * STAGE_CHANNELS[0] + 2 * STAGE_CHANNELS[0]  # stem conv + BN
+    for c_in, c_out in zip(STAGE_CHANNELS, STAGE_CHANNELS[1:]):
+        total += _reduction_params(c_in, c_out)
+    for channels in STAGE_CHANNELS:
+        total += CELLS_PER_STAGE * sum(_edge_params(op, channels) for op in ops)
+    last = STAGE_CHANNELS[-1]
+    return total + 2 * last + last * num_classes + num_classes  # final BN, classifier
 
 
 class NB201Config(BaseModel):

@@ -174,6 +174,8 @@ def get_compute_info(
     specs = [dict(o) for o in objectives]
     if "number" not in trials.columns:
         trials = trials.assign(number=np.arange(len(trials)))
+    if "rejected" in trials.columns:  # refused before training (a constraint on a free objective): no compute
+        trials = trials[trials["rejected"].isna()]
     trials = trials.sort_values("number", kind="stable").reset_index(drop=True)
     states = _states(trials)
     repeat = _repeats(trials)

@@ -289,10 +289,10 @@ class StudyConfig(_Strict):
 
     @staticmethod
     def direction_of(name: str) -> str:
-        """The natural direction of an objective or metric (tabular ``nb201_*`` ones: maximize)."""
-        from objectives import OBJECTIVES
+        """The natural direction of an objective or metric (tabular ``nb201_*`` ones included)."""
+        from objectives import objective_direction
 
-        return OBJECTIVES[name].direction if name in OBJECTIVES else "maximize"
+        return objective_direction(name)
 
     def directions(self) -> list[str]:
         """Each objective's direction (a study file may only restate the natural one)."""

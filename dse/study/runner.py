@@ -30,11 +30,12 @@ logger = logging.getLogger(__name__)
 
 def _counts(study: optuna.Study) -> dict[str, int]:
     trials = study.get_trials(deepcopy=False)
-    distinct_pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+    distinct_pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs and "rejected" not in t.user_attrs]
     return {
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "duplicates": sum(t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs for t in trials),
         "stopped": len(distinct_pruned),
+        "rejected": sum(t.state == TrialState.PRUNED and "rejected" in t.user_attrs for t in trials),
         "epochs_saved": sum(int(t.user_attrs.get("epochs_saved", 0)) for t in distinct_pruned),
         "failed": sum(t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED for t in trials),
         "running": sum(t.state == TrialState.RUNNING for t in trials),
@@ -236,6 +237,7 @@ def run_study(
         complete=c["complete"] - c["duplicates"],
         repeats=c["duplicates"],
         stopped=c["stopped"],
+        rejected=c["rejected"],
         epochs_saved=c["epochs_saved"],
         failed=c["failed"],
         pareto=_pareto_size(study),

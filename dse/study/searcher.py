@@ -22,19 +22,43 @@ from optuna.trial import TrialState
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA
 
-__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "history_row", "searcher_class"]
+__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "history_row", "precheck_values", "searcher_class"]
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted: the driver stopped before the trial finished"
 #: How often in a row the sampler may propose already-scored candidates before the space counts as exhausted.
 MAX_REPEATED_ASKS = 50
+#: How many candidates in a row may break a constraint on a free objective before the feasible space counts as exhausted.
+MAX_REFUSALS = 500
 #: Trial attributes that the gradient-masking checks and suites leave (copied to reused repeats).
 MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
 #: Trial attributes of a trial stopped early (copied to reused repeats).
 STOP_ATTRS = ("stopped_at_epoch", "rung_values", "epochs_saved", "free_values")
 #: Per-epoch keys kept in a trial's history, besides every ``val_*`` (validation, ladder, timing).
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds")
+
+
+def precheck_values(config: StudyConfig, candidate: dict[str, Any]) -> dict[str, float]:
+    """The constrained metrics of ``candidate`` that are known before training (params, MACs,
+    BOPS, size; ``nb201_params`` of a tabular cell), computed now. Empty when no constraint needs one."""
+    from objectives import FREE_OBJECTIVES
+
+    if config.is_tabular:
+        if config.is_replay or config.lookup is None:
+            return {}
+        from objectives import evaluate_lookup
+
+        wanted = sorted({c.metric for c in config.constraints if c.metric == "nb201_params"})
+        return evaluate_lookup(candidate, wanted, root=config.lookup.root, dataset=config.lookup.dataset) if wanted else {}
+    wanted = sorted({c.metric for c in config.constraints if c.metric in FREE_OBJECTIVES})
+    if not wanted:
+        return {}
+    from dse.data import dataset_spec
+    from dse.pipeline import build_for, free_objectives
+
+    spec = dataset_spec(config.data.dataset)
+    return free_objectives(build_for(candidate, spec), spec, wanted)
 
 
 def history_row(result: dict[str, Any]) -> dict[str, float]:
@@ -70,7 +94,8 @@ def searcher_class():
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             if self.asked >= self.budget:
                 return Searcher.FINISHED
-            for _ in range(MAX_REPEATED_ASKS):
+            repeats = refusals = 0
+            while True:
                 trial = self.study.ask()
                 try:
                     candidate = suggest(self.config.space.name, trial, self.config.space.options)
@@ -79,6 +104,15 @@ def searcher_class():
                     self._fail(trial, f"search space: {type(err).__name__}: {err}")
                     raise
                 trial.set_user_attr("candidate", candidate)
+                refused = self.precheck(candidate)
+                if refused:
+                    self._reject(trial, refused)
+                    refusals += 1
+                    if refusals >= MAX_REFUSALS:
+                        logger.warning("the sampler proposed %d candidates in a row that break a constraint known before "
+                                       "training: the feasible part of the space looks exhausted", MAX_REFUSALS)
+                        return Searcher.FINISHED
+                    continue
                 previous = self._completed_with(candidate)
                 running = next((tid for tid, t in self.live.items() if t.user_attrs.get("candidate") == candidate), None)
                 if previous is not None:
@@ -87,15 +121,32 @@ def searcher_class():
                     self.waiting.setdefault(running, []).append(trial)
                 else:
                     break
-            else:
-                logger.warning("the sampler proposed only already-scored candidates %d times: the space looks exhausted", MAX_REPEATED_ASKS)
-                return Searcher.FINISHED
+                repeats += 1
+                if repeats >= MAX_REPEATED_ASKS:
+                    logger.warning("the sampler proposed only already-scored candidates %d times: the space looks exhausted", MAX_REPEATED_ASKS)
+                    return Searcher.FINISHED
             self.live[trial_id] = trial
             self.asked += 1
             ckpt = None if self.config.is_tabular else str((self.config.out_dir() / "trials" / f"{trial.number:04d}.pt").resolve())
             if ckpt:
                 trial.set_user_attr("checkpoint", ckpt)
             return {"candidate": candidate, "study": self.study_dict, "number": trial.number, "checkpoint": ckpt}
+
+        def precheck(self, candidate: dict[str, Any]) -> str | None:
+            """Why ``candidate`` breaks a constraint on an objective known before training (None: it
+            does not, or no such constraint): checked before any trial is spent on it."""
+            values = precheck_values(self.config, candidate)
+            broken = []
+            for con in self.config.constraints:
+                if con.metric in values and any(v > 0 for v in con.violations(values[con.metric])):
+                    broken.append(f"{con.metric} = {values[con.metric]:.6g} breaks {con.describe()}")
+            return "; ".join(broken) or None
+
+        def _reject(self, trial: optuna.Trial, reason: str) -> None:
+            """Refused before training: PRUNED with ``rejected``; not counted against the budget."""
+            trial.set_user_attr("rejected", f"{reason} (known before training)")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            logger.info("trial %d refused before training: %s", trial.number, reason)
 
         def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):

@@ -56,6 +56,7 @@ def trials_frame(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
             "duplicate_of": t.user_attrs.get("duplicate_of"),
             "masking_flags": _flags(t.user_attrs["masking_flags"]) if "masking_flags" in t.user_attrs else None,
             "stopped_at_epoch": t.user_attrs.get("stopped_at_epoch"),
+            "rejected": t.user_attrs.get("rejected"),
             "epochs_trained": len(t.user_attrs.get("history", [])) if "duplicate_of" not in t.user_attrs else 0,
         }
         for name, value in t.user_attrs.get("rung_values", {}).items():
