@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,47 @@ __all__ = ["main"]
 logger = logging.getLogger("dse")
 
 
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
+    return value
+
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidate", nargs="?", help="candidate YAML file (flat keys, optional recipe/data/eval sections)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="set a candidate key")
@@ -44,17 +86,17 @@ def _add_candidate_args(p: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help=f"directory of CIFAR files (default: $DSE_DATA_ROOT or {DEFAULT_DATA_ROOT})")
-    p.add_argument("--subset", type=int, help="at most N examples per split (stratified, seeded)")
-    p.add_argument("--val-fraction", type=float, help="fraction of the training data held out for validation")
+    p.add_argument("--subset", type=_positive_int, help="at most N examples per split (stratified, seeded)")
+    p.add_argument("--val-fraction", type=_fraction, help="fraction of the training data held out for validation")
     p.add_argument("--download", action="store_true", help="download CIFAR from its official location if missing")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--eval-eps", type=float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
-    p.add_argument("--eval-steps", type=int, help="evaluation attack steps (default 20)")
-    p.add_argument("--eval-step-size", type=float, help="evaluation attack step size")
-    p.add_argument("--eval-restarts", type=int, help="evaluation attack random restarts")
-    p.add_argument("--eval-samples", type=int, help="evaluate on at most N test samples")
+    p.add_argument("--eval-eps", type=_positive_float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
+    p.add_argument("--eval-steps", type=_positive_int, help="evaluation attack steps (default 20)")
+    p.add_argument("--eval-step-size", type=_positive_float, help="evaluation attack step size")
+    p.add_argument("--eval-restarts", type=_positive_int, help="evaluation attack random restarts")
+    p.add_argument("--eval-samples", type=_positive_int, help="evaluate on at most N test samples")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
@@ -85,17 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--recipe", help="recipe YAML file (overrides the candidate file's recipe section)")
     p.add_argument("--method", choices=("natural", "pgd_at", "trades", "fast_at"))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--seed", type=_non_negative_int)
     p.add_argument("-o", "--output", help="checkpoint path (default: runs/train/<name>.pt); metrics go beside it as .json")
     _add_eval_args(p)
 
     for name, text in (("run", "launch a study"), ("resume", "continue an interrupted study")):
         p = sub.add_parser(name, help=text)
         p.add_argument("study", help="study YAML file")
-        p.add_argument("--n-trials", type=int, help="total number of finished trials to reach (overrides budget.n_trials)")
+        p.add_argument("--n-trials", type=_positive_int, help="total number of finished trials to reach (overrides budget.n_trials)")
         p.add_argument("--storage", help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
         p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
         p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
@@ -113,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--storage")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--trial", type=int, help="trial number")
+    group.add_argument("--trial", type=_non_negative_int, help="trial number")
     group.add_argument("--pick", help="knee | best:OBJECTIVE")
     p.add_argument("-o", "--output", required=True, help="candidate YAML to write")
     p.add_argument("--json", action="store_true")
@@ -136,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-curves", action="store_true", help="skip the eps and step-size curves")
     p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix between the re-scored models")
     p.add_argument("--no-report", action="store_true", help="do not rewrite the HTML report")
-    p.add_argument("--eval-samples", type=int, help="attack at most N samples (default: the study's eval.max_samples)")
+    p.add_argument("--eval-samples", type=_positive_int, help="attack at most N samples (default: the study's eval.max_samples)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
@@ -168,9 +210,20 @@ def _eval_overrides(args: argparse.Namespace) -> EvalOverrides:
                          cascade=getattr(args, "cascade", False))
 
 
+def _finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float as None, so ``--json`` prints valid JSON (no bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(result, default=float) + "\n")
+        sys.stdout.write(json.dumps(_finite_json(result), default=float, allow_nan=False) + "\n")
         return
     for key, value in result.items():
         if isinstance(value, (dict, list)):

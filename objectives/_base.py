@@ -67,6 +67,10 @@ class EvalSettings:
             suite_attacks(self.suite)
         if not isinstance(self.cascade, bool):
             raise SpecError(f"cascade: must be true or false, got {self.cascade!r}")
+        for name in ("max_samples", "batch_size", "lipschitz_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise SpecError(f"{name}: must be a whole number >= 1, got {value!r}")
 
     @property
     def uses_suite(self) -> bool:

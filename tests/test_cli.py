@@ -118,6 +118,35 @@ def test_bad_inputs_get_one_line_errors_and_exit_2(capsys, tmp_path):
     assert "nope.pt: checkpoint not found" in _error(capsys, "eval", str(tmp_path / "nope.pt"))
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "studies/quickstart.yaml", "--n-trials", "-3"], "--n-trials: expected a whole number >= 1, got -3"),
+        (["run", "studies/quickstart.yaml", "--n-trials", "0"], "--n-trials: expected a whole number >= 1, got 0"),
+        (["train", *BASE, "--lr", "inf"], "--lr: expected a finite number > 0, got inf"),
+        (["train", *BASE, "--lr", "nan"], "--lr: expected a finite number > 0, got nan"),
+        (["train", *BASE, "--epochs", "2.5"], "--epochs: expected a whole number >= 1, got '2.5'"),
+        (["train", *BASE, "--eval-samples", "0"], "--eval-samples: expected a whole number >= 1, got 0"),
+        (["train", *BASE, "--val-fraction", "1"], "--val-fraction: expected a fraction in (0, 1), got 1"),
+        (["eval", "x.pt", "--eval-eps", "-0.1"], "--eval-eps: expected a finite number > 0, got -0.1"),
+        (["export", "studies/quickstart.yaml", "--trial", "-1", "-o", "x.yaml"], "--trial: expected a whole number >= 0, got -1"),
+    ],
+)
+def test_bad_flag_values_exit_2_before_anything_runs(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and not Path("x.yaml").exists()
+
+
+def test_json_output_is_valid_json_even_with_nan():
+    from dse.cli import _finite_json
+
+    text = json.dumps(_finite_json({"robust_acc": float("nan"), "per": [1.0, float("inf")], "ok": 0.5}), allow_nan=False)
+    assert json.loads(text) == {"robust_acc": None, "per": [1.0, None], "ok": 0.5}
+
+
 @pytest.mark.parametrize("damage", ["truncate", "wrong_shape", "missing"])
 def test_bad_data_files_are_named(capsys, tmp_path, damage):
     d = _fake_cifar(tmp_path)

@@ -332,10 +332,76 @@ def test_random_search_reaches_about_085_of_the_true_front(real_root):
 def test_bench_main_prints_the_table(real_root, capsys):
     assert bench.main(["--root", str(real_root), "--seeds", "1", "--trials", "5,10", "--samplers", "random"]) == 0
     out = capsys.readouterr().out
-    assert "HV@10" in out and "clean-pgd2-square4" in out and "random" in out
+    assert "HV@10" in out and "random" in out
+    assert all(name in out for name in ("clean-pgd2 ", "clean-pgd2-square4", "clean-pgd2-params")), "default settings"
+    assert "seconds per ask" not in out, "random is not ask-timed"
 
 
 def test_bench_main_bad_root_is_one_line(tmp_path, capsys):
     assert bench.main(["--root", str(tmp_path / "nowhere"), "--seeds", "1", "--trials", "5", "--samplers", "random"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nowhere" in err
+
+
+def test_bench_hypervolume_takes_directions():
+    points = np.array([[0.5, 2.0], [0.2, 1.0], [0.9, 9.0]])  # (accuracy max, cost min)
+    ref = [0.0, 5.0]  # the third point costs more than the reference: adds nothing
+    assert bench.hypervolume(points, ref, ["maximize", "minimize"]) == pytest.approx(0.5 * 3.0 + 0.2 * 1.0)
+    flipped = points * [1, -1]
+    assert bench.hypervolume(points, ref, ["maximize", "minimize"]) == pytest.approx(bench.hypervolume(flipped, [0.0, -5.0]))
+
+
+def test_params_setting_fractions_and_front(real_root, real_table):
+    setting = bench.SETTINGS["clean-pgd2-params"]
+    assert setting.directions == ("maximize", "maximize", "minimize")
+    params = real_table.column("nb201_params")
+    ref = setting.reference(real_table)
+    assert ref[:2] == (0.0, 0.0) and ref[2] == pytest.approx(params.max() + 0.1 * (params.max() - params.min()))
+    front = bench.true_front(real_table, setting)
+    assert front[:, 2].min() == params.min() == 73_306, "the cheapest cell's params value is on the true front"
+    assert front[:, 0].max() == pytest.approx(np.nanmax(real_table.column("nb201_clean_acc")))
+    runs, true_hv = bench.run_benchmark(root=real_root, samplers=["random"], settings=[setting.name], seeds=2, trials=[10, 30])
+    assert true_hv[setting.name] == pytest.approx(bench.hypervolume(real_table.values(list(setting.metrics)), ref, setting.directions))
+    assert len(runs) == 2
+    for run in runs:
+        assert 0 < run.fractions[10] <= run.fractions[30] <= 1
+
+
+def test_bench_main_params_setting_prints_a_table(real_root, capsys):
+    argv = ["--root", str(real_root), "--samplers", "random", "--settings", "clean-pgd2-params", "--seeds", "2", "--trials", "10,20"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nb201_params (min)" in out and "HV@20" in out
+    row = next(line for line in out.splitlines() if line.startswith("clean-pgd2-params") and "random" in line)
+    assert row.split()[2] == "2", row
+
+
+def test_ask_timing_table(real_root, capsys, monkeypatch):
+    setting = bench.SETTINGS["clean-pgd2"]
+    timings = bench.time_asks("pls", setting, root=real_root, at=(10, 20), repeats=2)
+    assert set(timings) == {10, 20} and all(0 < t < 1 for t in timings.values())
+    monkeypatch.setattr(bench, "ASK_AT", (5, 12))
+    argv = ["--root", str(real_root), "--samplers", "random,rea", "--settings", "clean-pgd2", "--seeds", "1", "--trials", "5"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seconds per ask" in out and "s/ask@12" in out
+    assert [line.split()[0] for line in out.split("seconds per ask")[1].splitlines()[3:]] == ["rea"]
+    assert bench.main([*argv, "--no-ask-timing"]) == 0
+    assert "seconds per ask" not in capsys.readouterr().out
+
+
+def test_syne_tune_mo_rea_or_its_skip_reason(real_root, capsys):
+    reason = bench.syne_tune_unavailable()
+    argv = ["--root", str(real_root), "--samplers", "st-morea", "--settings", "clean-pgd2-params", "--seeds", "1", "--trials", "30"]
+    if reason is not None:
+        assert bench.main(argv) == 0
+        assert "st-morea (Syne Tune MO-REA) skipped" in capsys.readouterr().out
+        return
+    state = np.random.get_state()[1].copy()
+    setting = bench.SETTINGS["clean-pgd2-params"]
+    first = bench.run_syne_tune(0, setting, 30, root=real_root, dataset="cifar10")
+    np.testing.assert_array_equal(first, bench.run_syne_tune(0, setting, 30, root=real_root, dataset="cifar10"))
+    np.testing.assert_array_equal(state, np.random.get_state()[1]), "numpy's global generator is restored"
+    assert bench.main(argv) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("clean-pgd2-params"))
+    assert "st-morea" in row and 0 < float(row.split()[3]) <= 1

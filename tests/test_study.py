@@ -118,6 +118,19 @@ def test_shipped_studies_validate(path):
         ({"eval": {"attack": {"norm": "l7"}}}, "eval"),
         ({"objectives": ["robust_acc", "nb201_clean_acc"]}, "cannot be mixed"),
         ({"name": "bad name!"}, "name"),
+        ({"constraints": [{"metric": "natural_acc", "min": float("nan")}]}, "min must be a finite number"),
+        ({"constraints": [{"metric": "natural_acc", "max": float("inf")}]}, "max must be a finite number"),
+        ({"budget": {"wall_time": float("nan")}}, "budget.wall_time"),
+        ({"sampler": {"name": "nsga2", "options": {"population_size": 0}}}, "sampler.options"),
+        ({"sampler": {"name": "tpe", "options": {"n_startup": 3}}}, "sampler.options"),
+        ({"storage": "sqlite//nope"}, "storage"),
+        ({"storage": "nosuchdb://u@h/db"}, "storage"),
+        ({"eval": {"max_samples": 0}}, "max_samples"),
+        ({"eval": {"batch_size": -1}}, "batch_size"),
+        ({"scheduler": {"name": "hyperband"}}, "scheduler.name"),
+        ({"scheduler": {"name": "mo_asha", "min_epochs": 5}}, "scheduler.min_epochs"),
+        ({"scheduler": {"name": "mo_asha", "rung_eval": {"steps": [0]}}}, "scheduler.rung_eval.steps"),
+        ({"scheduler": {"name": "mo_asha", "rung_eval": {"steps": [2], "samples": [10, 20]}}}, "scheduler.rung_eval"),
     ],
 )
 def test_bad_study_files_name_the_field(tmp_path, change, fragment):
@@ -126,6 +139,28 @@ def test_bad_study_files_name_the_field(tmp_path, change, fragment):
         load_study_config(path)
     message = str(info.value)
     assert fragment in message and "\n" not in message and "study.yaml" in message
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    path = _write(tmp_path, TINY_DIGITS)
+    data = yaml.safe_load(path.read_text())
+    data["output_dir"] = str(tmp_path / "taken" / "out")
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="output_dir: .*taken is a file"):
+        load_study_config(path)
+
+
+@pytest.mark.parametrize("command", [["resume"], ["report"], ["export", "--pick", "knee", "-o", "x.yaml"], ["rescore"]])
+def test_commands_on_a_study_never_run_say_so_and_create_nothing(tmp_path, capsys, command):
+    from dse.cli import main
+
+    path = _write(tmp_path, TINY_DIGITS)
+    argv = [command[0], str(path), *command[1:]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "start it with `dse run`" in err and len([l for l in err.splitlines() if l.startswith("dse: error:")]) == 1
+    assert not (tmp_path / "out" / "study.db").exists() and not (tmp_path / "x.yaml").exists()
 
 
 def test_cli_rejects_bad_study_with_exit_2(tmp_path, capsys):

@@ -8,6 +8,7 @@ See the README's study file reference for every field.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -86,6 +87,10 @@ class ConstraintConfig(_Strict):
 
     @model_validator(mode="after")
     def _bound(self) -> ConstraintConfig:
+        for name in ("min", "max"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"constraint on {self.metric}: {name} must be a finite number, got {value}")
         if self.max is None and self.min is None:
             raise ValueError(f"constraint on {self.metric} needs max or min")
         if self.max is not None and self.min is not None and self.min > self.max:
@@ -174,8 +179,8 @@ class BudgetConfig(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> float | None:
         seconds = parse_duration(value)
-        if seconds is not None and seconds <= 0:
-            raise ValueError("must be positive")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError("must be a positive, finite duration")
         return seconds
 
 
@@ -357,6 +362,7 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
     config = _absolute_paths(config)
     _check_recipe_and_space(config, where=str(p))
     _check_scheduler(config, where=str(p))
+    _check_sampler_storage_output(config, where=str(p))
     return config
 
 
@@ -417,6 +423,30 @@ def _check_scheduler(config: StudyConfig, *, where: str) -> None:
             raise SpecError(f"{where}: scheduler: no objective is measured per epoch or known before training, so rungs cannot rank")
     if sch.rung_eval is not None and sch.name == "mo_asha" and len(sch.rung_eval.steps) > len(rungs):
         raise SpecError(f"{where}: scheduler.rung_eval.steps: {len(sch.rung_eval.steps)} entries for {len(rungs)} rung(s) {rungs}")
+
+
+def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
+    """The sampler can be built with its options, the storage URL parses and its driver is
+    installed, and the output folder is (or can become) a writable folder."""
+    from dse.study.storage import make_sampler
+
+    make_sampler(config, where=where)
+    if config.storage:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(config.storage).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError) as err:
+            raise SpecError(f"{where}: storage: {config.storage!r} is not a usable SQLAlchemy URL ({type(err).__name__}: {err})") from None
+        except ImportError as err:
+            raise SpecError(f"{where}: storage: the database driver for {config.storage.split(':')[0]!r} is not installed ({err})") from None
+    out = config.out_dir()
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SpecError(f"{where}: output_dir: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"{where}: output_dir: {existing} is not writable")
 
 
 def eval_settings_for(config: StudyConfig):

@@ -185,7 +185,7 @@ def run_study(
     from dse.study.trial import run_trial
     from dse.study.tables import write_tables
 
-    study = open_study(config, storage)
+    study = open_study(config, storage, create=not resume)
     existing = study.get_trials(deepcopy=False)
     if existing and not resume:
         raise SpecError(

@@ -13,7 +13,7 @@ from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSam
 __all__ = ["make_sampler", "open_study"]
 
 
-def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, *, seed_offset: int = 0, where: str = "") -> optuna.samplers.BaseSampler:
     """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5).
 
     Args:
@@ -21,6 +21,10 @@ def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.sampler
         seed_offset: Added to the seed. A resumed study passes its trial count: a seeded
             sampler started afresh would otherwise propose its first candidates again (each then
             a reused repeat, and 50 in a row end the study as "exhausted").
+        where: Prefix of error messages (the study file).
+
+    Raises:
+        SpecError: Options the sampler refuses, in one line.
     """
     s = config.sampler
     seed = None if s.seed is None else s.seed + seed_offset
@@ -37,14 +41,18 @@ def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.sampler
     try:
         return factories[s.name]()
     except (TypeError, ValueError) as err:
-        raise SpecError(f"sampler.options: {err}") from err
+        prefix = f"{where}: " if where else ""
+        raise SpecError(f"{prefix}sampler.options: {err}".replace("\n", " ")) from err
 
 
 def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
     """Creates or loads the study in its storage (SQLite under ``runs/NAME`` by default)."""
     url = storage or config.storage_url()
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(url.removeprefix("sqlite:///"))
+        if not create and not db.is_file():  # read-only commands never create a file
+            raise SpecError(f"study {config.name!r}: no storage at {db}; start it with `dse run`")
+        db.parent.mkdir(parents=True, exist_ok=True)
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     if not create:
         try:
