@@ -23,7 +23,8 @@ import yaml
 from dse import SpecError
 from dse.study.config import load_study_config
 from tests.conftest import kill_session
-from dse.study.scheduling import MultiObjectiveASHA, RungRecord, crowding_distance, rank_order
+from dse.study.samplers import crowding_distance
+from dse.study.scheduling import MultiObjectiveASHA, RungRecord, rank_order
 
 EXE = Path(sys.executable).parent
 

@@ -428,9 +428,12 @@ def _check_scheduler(config: StudyConfig, *, where: str) -> None:
 def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
     """The sampler can be built with its options, the storage URL parses and its driver is
     installed, and the output folder is (or can become) a writable folder."""
-    from dse.study.storage import make_sampler
+    from dse.study.samplers import build_sampler
 
-    make_sampler(config, where=where)
+    try:
+        build_sampler(config.sampler.name, seed=config.sampler.seed, options=config.sampler.options)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{where}: sampler.options: {err}".replace("\n", " ")) from None
     if config.storage:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError

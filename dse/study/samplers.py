@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dse.study.pareto import non_dominated_mask
 
 __all__ = [
+    "build_sampler",
     "ParetoLocalSearchSampler",
     "RegularizedEvolutionSampler",
     "crowding_distance",
@@ -322,3 +323,23 @@ class RegularizedEvolutionSampler(_MutationSampler):
         winner = drawn[np.lexsort((keys[drawn, 2], keys[drawn, 1], keys[drawn, 0]))[0]]
         rest = recent[np.lexsort((keys[recent, 2], keys[recent, 1], keys[recent, 0]))]
         return [trials[winner], *(trials[i] for i in rest if i != winner)]
+
+
+def build_sampler(name: str, *, seed: int | None, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+    """The sampler registered as ``name`` (nsga2 nsga3 tpe gp random pls rea) with its options.
+
+    Raises:
+        ValueError, TypeError: Options the sampler refuses (the caller names the field).
+        KeyError: An unknown name.
+    """
+    options = dict(options)
+    factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, **options),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **options),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
+        "pls": lambda: ParetoLocalSearchSampler(seed=seed, **options),
+        "rea": lambda: RegularizedEvolutionSampler(seed=seed, **options),
+    }
+    return factories[name]()

@@ -16,7 +16,8 @@ form (Li et al. 2020's asynchronous ASHA, as Ray Tune runs it):
   training (``free_*``: params, MACs, BOPS, size). Objectives measured only at the end
   (Lipschitz estimates, latency) take no part in rungs.
 
-:class:`MultiObjectiveASHA` is plain Python (tested against a brute-force ranking);
+:class:`MultiObjectiveASHA` is plain Python (tested against a brute-force ranking; the
+non-dominated sorting and crowding distance are the samplers' own, :mod:`dse.study.samplers`);
 :func:`ray_scheduler` wraps it as a Ray Tune ``TrialScheduler``, so it runs unchanged on a cluster.
 """
 
@@ -30,49 +31,16 @@ from typing import Any
 import numpy as np
 
 from dse.study.config import StudyConfig
-from dse.study.pareto import non_dominated_mask
+from dse.study.samplers import crowding_distance, non_dominated_ranks
 
 __all__ = [
     "MultiObjectiveASHA",
     "RungRecord",
-    "crowding_distance",
-    "non_dominated_fronts",
     "on_epoch",
     "rank_order",
     "ray_scheduler",
     "rung_vector",
 ]
-
-def non_dominated_fronts(loss: np.ndarray) -> np.ndarray:
-    """Front index (0 = non-dominated) of each row of a minimization array ``(n, m)``."""
-    loss = np.asarray(loss, dtype=float)
-    fronts = np.full(loss.shape[0], -1)
-    remaining = np.arange(loss.shape[0])
-    level = 0
-    while remaining.size:
-        mask = non_dominated_mask(loss[remaining], ["minimize"] * loss.shape[1])
-        fronts[remaining[mask]] = level
-        remaining = remaining[~mask]
-        level += 1
-    return fronts
-
-
-def crowding_distance(loss: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row within one front (boundary points: infinity)."""
-    loss = np.asarray(loss, dtype=float)
-    n, m = loss.shape
-    dist = np.zeros(n)
-    if n <= 2:
-        return np.full(n, math.inf)
-    for j in range(m):
-        order = np.argsort(loss[:, j], kind="stable")
-        col = loss[order, j]
-        span = col[-1] - col[0]
-        dist[order[0]] = dist[order[-1]] = math.inf
-        if span > 0:
-            dist[order[1:-1]] += (col[2:] - col[:-2]) / span
-    return dist
-
 
 def _hv_contributions(loss: np.ndarray) -> np.ndarray:
     """Exclusive hypervolume contribution of each row of one front, objectives scaled to [0, 1]
@@ -106,7 +74,7 @@ def rank_order(loss: np.ndarray, violation: np.ndarray, *, tie_break: str = "cro
     infeasible = np.flatnonzero(violation > 0)
     keys: list[tuple[float, float, int]] = []
     if feasible.size:
-        fronts = non_dominated_fronts(loss[feasible])
+        fronts = non_dominated_ranks(loss[feasible], ["minimize"] * loss.shape[1])
         for level in np.unique(fronts):
             members = feasible[fronts == level]
             if tie_break == "hypervolume":

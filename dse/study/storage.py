@@ -8,7 +8,7 @@ import optuna
 
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
-from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSampler
+from dse.study.samplers import build_sampler
 
 __all__ = ["make_sampler", "open_study"]
 
@@ -28,18 +28,8 @@ def make_sampler(config: StudyConfig, *, seed_offset: int = 0, where: str = "") 
     """
     s = config.sampler
     seed = None if s.seed is None else s.seed + seed_offset
-    options = dict(s.options)
-    factories = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
-        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, **options),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **options),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
-        "pls": lambda: ParetoLocalSearchSampler(seed=seed, **options),
-        "rea": lambda: RegularizedEvolutionSampler(seed=seed, **options),
-    }
     try:
-        return factories[s.name]()
+        return build_sampler(s.name, seed=seed, options=s.options)
     except (TypeError, ValueError) as err:
         prefix = f"{where}: " if where else ""
         raise SpecError(f"{prefix}sampler.options: {err}".replace("\n", " ")) from err
