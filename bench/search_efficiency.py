@@ -28,7 +28,7 @@ study on 2 shared CPU cores), so it runs ``--gp-seeds`` seeds (default 3), as th
 Then (``--ask-timing``, default on; ``--no-ask-timing`` skips it), for those of ``pls``, ``rea``,
 ``nsga2`` and ``tpe`` selected, one 1,005-trial in-memory study on the first setting (seed 0) and the
 seconds per ``study.ask()`` plus the space's suggest, averaged over the 10 asks around the 100th and
-the 1,000th trial, in a small table of its own.
+the 1,000th trial, in a small table of its own (pls's study takes about a minute on 2 shared cores).
 
 Usage: ``python bench/search_efficiency.py [--seeds 20] [--trials 25,50,100] [--dataset cifar10]
 [--root DIR] [--samplers pls,rea,nsga2,nsga2-p10,...] [--settings clean-pgd2,clean-pgd2-square4,clean-pgd2-params]
@@ -158,13 +158,14 @@ def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE
         return factories[name]()
 
 
-def _score(cell_or_trial: object, setting: Setting, root: Path, dataset: str) -> list[float]:
-    spec = cell_or_trial if isinstance(cell_or_trial, dict) else nb201(cell_or_trial)  # type: ignore[arg-type]
+def _score(spec_or_trial: object, setting: Setting, root: Path, dataset: str) -> list[float]:
+    spec = spec_or_trial if isinstance(spec_or_trial, dict) else nb201(spec_or_trial)  # type: ignore[arg-type]
     scores = evaluate_nb201(spec, setting.metrics, root=root, dataset=dataset)
     return [scores[m] for m in setting.metrics]
 
 
-def run_study(sampler: optuna.samplers.BaseSampler, setting: Setting, n_trials: int, *, root: Path, dataset: str) -> np.ndarray:
+def run_study(sampler: optuna.samplers.BaseSampler, setting: Setting, n_trials: int, *, root: Path,
+              dataset: str) -> np.ndarray:
     """Runs one in-memory ask/tell study of ``n_trials``; returns the told values ``[n_trials, k]`` in order."""
     study = optuna.create_study(directions=list(setting.directions), sampler=sampler)
     told = np.empty((n_trials, len(setting.metrics)))
@@ -308,7 +309,7 @@ def _format(runs: Sequence[Run], true_hv: dict[str, float], *, dataset: str, tab
     for name, hv in true_hv.items():
         setting = SETTINGS[name]
         objectives = " vs ".join(f"{m} ({d[:3]})" for m, d in zip(setting.metrics, setting.directions))
-        ref = ", ".join(f"{r:g}" for r in setting.reference(table))
+        ref = ", ".join(f"{r:,.0f}" if abs(r) >= 1e4 else f"{r:g}" for r in setting.reference(table))
         lines.append(f"  {name}: {objectives}, ref ({ref}), true HV {hv:.6g}"
                      f" ({len(true_front(table, setting))} archs on the front)")
     header = f"{'setting':<20} {'sampler':<9} {'seeds':>5} " + " ".join(f"{'HV@' + str(t):>19}" for t in checkpoints)

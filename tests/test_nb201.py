@@ -413,5 +413,5 @@ def test_syne_tune_mo_rea_or_its_skip_reason(real_root, capsys, monkeypatch):
     np.testing.assert_array_equal(first, bench.run_syne_tune(0, setting, 30, root=real_root, dataset="cifar10"))
     np.testing.assert_array_equal(state, np.random.get_state()[1], err_msg="numpy's global generator is restored")
     assert bench.main(argv) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("clean-pgd2-params st-morea"))
-    assert 0 < float(row.split()[3]) <= 1
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("clean-pgd2-params"))
+    assert row[:3] == ["clean-pgd2-params", "st-morea", "1"] and 0 < float(row[3]) <= 1, row
