@@ -112,10 +112,21 @@ def _add_suite_args(p: argparse.ArgumentParser, default: str | None = None) -> N
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
 
 
+class _BadFlag(Exception):
+    """A flag argparse refused (its message, without argparse's usage block)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors raised, so ``main`` prints them as one ``dse: error:`` line, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _BadFlag(f"{self.prog}: {message}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dse", description="Design-space explorer for robust compact CNNs.")
+    parser = _Parser(prog="dse", description="Design-space explorer for robust compact CNNs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("profile", help="params and MACs of one candidate, without training")
     _add_candidate_args(p)
@@ -357,7 +368,11 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dse`` console script."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _BadFlag as err:
+        sys.stderr.write(f"dse: error: {err} (see `dse --help`)\n")
+        return 2
     _setup_logging(args.verbose)
     try:
         result = _COMMANDS[args.command](args)
