@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dse.models",),
     ("dse.profile", "dse.robust", "dse.training", "dse.checkpoint"),
     ("objectives",),
-    ("search_spaces", "dse.candidate", "dse.pipeline"),
+    ("search_spaces", "dse.candidate", "dse.epoch_eval", "dse.pipeline"),
     ("dse.study",),
     ("dse.report",),
     ("dse.cli", "dse.__main__", "dse"),

@@ -2,8 +2,11 @@
 
 A study file says what to search (a registered space and its options), what to optimize (2-4
 objectives, each with a direction) and record (further metrics), under which constraints, with
-which sampler and budget, how each candidate is trained and evaluated, and where it runs.
-See the README's study file reference for every field.
+which sampler, scheduler and budget, how each candidate is trained and evaluated, and where it
+runs. See the README's study file reference for every field.
+
+(Over 400 lines: every section of the study file and the cross-checks between sections run when
+the file is read, so that bad input is refused before anything starts; they are one concept.)
 """
 
 from __future__ import annotations
@@ -314,9 +317,9 @@ class StudyConfig(_Strict):
 
     def rung_metric_names(self) -> list[str]:
         """The objectives early-stopping rungs rank on: those the per-epoch evaluation measures
-        (``dse.pipeline.EPOCH_METRICS``, reported as ``val_NAME``, the ladder's as ``val_rung_NAME``)
+        (``dse.epoch_eval.EPOCH_METRICS``, reported as ``val_NAME``, the ladder's as ``val_rung_NAME``)
         and those known before training (``objectives.FREE_OBJECTIVES``)."""
-        from dse.pipeline import EPOCH_METRICS
+        from dse.epoch_eval import EPOCH_METRICS
         from objectives import FREE_OBJECTIVES
 
         return [n for n in self.objective_names() if n in EPOCH_METRICS or n in FREE_OBJECTIVES]

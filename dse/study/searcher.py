@@ -55,7 +55,8 @@ def precheck_values(config: StudyConfig, candidate: dict[str, Any]) -> dict[str,
     if not wanted:
         return {}
     from dse.data import dataset_spec
-    from dse.pipeline import build_for, free_objectives
+    from dse.epoch_eval import free_objectives
+    from dse.pipeline import build_for
 
     spec = dataset_spec(config.data.dataset)
     return free_objectives(build_for(candidate, spec), spec, wanted)

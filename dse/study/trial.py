@@ -80,7 +80,7 @@ def evaluate_candidate(candidate: dict[str, Any], study: dict[str, Any], report,
 
 def eval_ladder(config, settings):
     """The study's attack-strength ladder as :class:`dse.pipeline.EvalLadder` (None without one)."""
-    from dse.pipeline import EvalLadder, ladder_settings
+    from dse.epoch_eval import EvalLadder, ladder_settings
 
     rung_eval = config.scheduler.rung_eval
     if rung_eval is None:
