@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from dse.study.config import load_study_config  # noqa: E402
-from dse.study.pareto import default_reference, hypervolume  # noqa: E402
+from dse.study.pareto import default_reference, hypervolume, non_dominated_mask  # noqa: E402
 from dse.study.simulate import simulate_study  # noqa: E402
 from search_spaces.replay import load_table  # noqa: E402
 
@@ -82,7 +82,7 @@ def fmt(values: list[float], digits: int = 3) -> str:
     if np.isinf(arr).sum() * 2 > arr.size:
         return f"not reached ({int(np.isinf(arr).sum())}/{arr.size})"
     med = np.median(arr)
-    q1, q3 = np.percentile(arr, [25, 75])
+    q1, q3 = np.percentile(arr, [25, 75], method="nearest")  # actual values: inf stays inf
     return f"{med:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
 
 
@@ -110,6 +110,21 @@ def ladder_report(table) -> None:
         print(text)
 
 
+class OracleRule:
+    """The ceiling of any stopping rule with a first rung at ``epoch``: it knows every candidate's
+    final score and stops at that rung each trial whose candidate is not on the table's true front."""
+
+    def __init__(self, *, front: set[int], epoch: int) -> None:
+        self.front, self.epoch = front, epoch
+        self.stopped: dict[int, tuple[int, dict]] = {}
+
+    def __call__(self, number: int, result) -> bool:
+        if int(result["epoch"]) == self.epoch and int(result["replay_of"]) not in self.front:
+            self.stopped[number] = (self.epoch, {})
+            return False
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(ROOT / "bench" / "data" / "curves_digits"))
@@ -118,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=240, help="trial budget of the early-stopping runs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sampler", default="random")
-    parser.add_argument("--methods", default="fifo,mo_asha,mo_asha_hv,mo_asha_ladder,mo_asha_m2e3,mo_asha_m2e2,mo_asha_m1e2,syne_tune,syne_tune_m2e3",
+    parser.add_argument("--methods", default="fifo,mo_asha,mo_asha_hv,mo_asha_ladder,mo_asha_m2e3,mo_asha_m2e2,mo_asha_m1e2,syne_tune,syne_tune_m2e3,oracle_m1,oracle_m2",
                         help="fifo, mo_asha (min_epochs 1, eta 3, crowding), mo_asha_hv (hypervolume tie-break), mo_asha_ladder "
-                             "(PGD-2 at rung 0), mo_asha_mXeY (min_epochs X, eta Y), syne_tune[_m2e3] (Syne Tune's MOASHA rule)")
+                             "(PGD-2 at rung 0), mo_asha_mXeY (min_epochs X, eta Y), syne_tune[_m2e3] (Syne Tune's MOASHA rule), "
+                             "oracle_mX (knows the final scores: stops every trial off the true front at epoch X; a ceiling)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("dse").setLevel(logging.WARNING)
@@ -149,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "mo_asha_m2e3": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3}, args.trials, None),
         "syne_tune": ({"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3}, args.trials, "syne_tune"),
         "syne_tune_m2e3": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3}, args.trials, "syne_tune"),
+        "mo_asha_m2e2_ladder": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 2, "rung_eval": {"steps": [2, 2]}}, args.trials, None),
+        "mo_asha_m2e3_ladder": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3, "rung_eval": {"steps": [2, 2]}}, args.trials, None),
+        "oracle_m1": ({"name": "mo_asha", "min_epochs": 1}, args.trials, "oracle"),
+        "oracle_m2": ({"name": "mo_asha", "min_epochs": 2}, args.trials, "oracle"),
     }
     wanted = [m for m in args.methods.split(",") if m]
     results: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
@@ -156,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         for method in wanted:
             scheduler, budget, external = methods[method]
             rule_factory = None
-            if external == "syne_tune":
+            if external == "oracle":
+                on_front = set(trials.loc[non_dominated_mask(trials[names].to_numpy(float), directions), "number"].astype(int))
+                first = int(scheduler["min_epochs"])
+
+                def rule_factory(config, on_front=on_front, first=first):
+                    return OracleRule(front=on_front, epoch=first)
+            elif external == "syne_tune":
                 from syne_tune_moasha import SyneTuneMOASHARule, available
 
                 reason = available()

@@ -75,10 +75,12 @@ def epoch_evaluator(settings: EvalSettings, recipe: Recipe, *, ladder: EvalLadde
             out.update({f"rung_{k}": v for k, v in scores.items()})
             out["rung_eval_seconds"] = time.perf_counter() - start
             out["rung_eval_steps"] = float(cheap.attack.steps)
+            out["rung_eval_samples"] = float(len(cheap.samples(split)))
         if ladder is None or epoch > ladder.replace_until:
             start = time.perf_counter()
             out.update(evaluate_objectives(model, split, settings, names=EPOCH_METRICS))
             out["eval_seconds"] = time.perf_counter() - start
+            out["eval_samples"] = float(len(settings.samples(split)))
         return out
 
     return evaluate

@@ -141,7 +141,7 @@ class LearningCurveTable:
         for row in self.curve(number, free=free, ladder_until=ladder):
             if time_scale > 0:
                 time.sleep(time_scale * sum(row.get(k, 0.0) for k in ("epoch_seconds", "val_eval_seconds", "val_rung_eval_seconds")))
-            report(row)
+            report({**row, "replay_of": float(number)})
         row = self.trials.loc[self.trials["number"] == number].iloc[0]
         how = row.get("measurement") if "measurement" in self.trials.columns else None
         return {**final, "measurement": f"replayed from {self.source} trial {number}: {how}"}
