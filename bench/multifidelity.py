@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         "syne_tune_m2e3": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3}, args.trials, "syne_tune"),
         "mo_asha_m2e2_ladder": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 2, "rung_eval": {"steps": [2, 2]}}, args.trials, None),
         "mo_asha_m2e3_ladder": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 3, "rung_eval": {"steps": [2, 2]}}, args.trials, None),
+        "mo_asha_m2e2_ladder_nofree": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 2, "rank_free": False,
+                                        "rung_eval": {"steps": [2, 2]}}, args.trials, None),
+        "mo_asha_m2e2_nofree": ({"name": "mo_asha", "min_epochs": 2, "reduction_factor": 2, "rank_free": False}, args.trials, None),
+        "mo_asha_nofree": ({"name": "mo_asha", "rank_free": False}, args.trials, None),
         "oracle_m1": ({"name": "mo_asha", "min_epochs": 1}, args.trials, "oracle"),
         "oracle_m2": ({"name": "mo_asha", "min_epochs": 2}, args.trials, "oracle"),
     }

@@ -358,3 +358,15 @@ def test_constraints_on_free_objectives_refuse_candidates_before_training(tmp_pa
     assert (trained["params"] <= 100000).all() and (refused["state"] == "PRUNED").all()
     assert refused["rejected"].str.contains("params = .* breaks params <= 100000", regex=True).all()
     assert trials.loc[trials["state"] == "COMPLETE", "epochs_trained"].gt(0).all() and refused["epochs_trained"].eq(0).all()
+
+
+def test_rank_free_false_leaves_free_objectives_out_of_rungs_but_not_constraints(tmp_path):
+    from dse.study.scheduling import rung_vector
+
+    ranked = load_study_config(_replay_study(tmp_path))
+    assert ranked.rung_metric_names() == ["robust_acc", "bops"]
+    plain = load_study_config(_replay_study(tmp_path, scheduler={"name": "mo_asha", "rank_free": False},
+                                            constraints=[{"metric": "bops", "max": 2.5e6}]))
+    assert plain.rung_metric_names() == ["robust_acc"]
+    record = rung_vector(plain, {"epoch": 1, "val_robust_acc": 0.4, "free_bops": 3e6})
+    assert record.loss == (-0.4,) and record.violation == pytest.approx(0.5e6)

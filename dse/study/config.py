@@ -160,7 +160,8 @@ class SchedulerConfig(_Strict):
     reduction_factor**k`` epochs (below the recipe's last epoch); at a rung a trial continues when
     it ranks in the top ``1/reduction_factor`` of the trials that reached that rung, ranked by
     non-dominated sorting of the rung's objective vector with ``tie_break`` inside a front (see
-    :mod:`dse.study.scheduling`). ``rung_eval`` is the attack-strength ladder; under ``fifo`` it is
+    :mod:`dse.study.scheduling`). ``rank_free: false`` leaves the objectives known before training
+    out of the rung vectors (they still count in constraints). ``rung_eval`` is the attack-strength ladder; under ``fifo`` it is
     measured beside the full per-epoch evaluation (to build benchmark tables), under ``mo_asha`` it
     replaces it up to the last ladder rung.
     """
@@ -169,6 +170,7 @@ class SchedulerConfig(_Strict):
     min_epochs: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
     tie_break: Literal["crowding", "hypervolume"] = "crowding"
+    rank_free: bool = True
     rung_eval: RungEvalConfig | None = None
 
 
@@ -322,7 +324,8 @@ class StudyConfig(_Strict):
         from dse.epoch_eval import EPOCH_METRICS
         from objectives import FREE_OBJECTIVES
 
-        return [n for n in self.objective_names() if n in EPOCH_METRICS or n in FREE_OBJECTIVES]
+        free = FREE_OBJECTIVES if self.scheduler.rank_free else ()
+        return [n for n in self.objective_names() if n in EPOCH_METRICS or n in free]
 
     def recorded_names(self) -> list[str]:
         """Objectives first, then the further metrics, without repeats."""
