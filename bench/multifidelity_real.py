@@ -6,7 +6,7 @@ with a smaller trial budget and their own output folders; only the scheduler dif
 time, epochs trained, trials stopped, and the hypervolume of each study's front as a fraction of
 the table's true front (the table's reference point).
 
-Usage: ``python bench/multifidelity_real.py [--trials 16] [--seed 1] [--out /tmp/dse-mf-real]``
+Usage: ``python bench/multifidelity_real.py [--trials 16] [--seed 1] [--out /tmp/dse-mf-real] [--asha YAML]``
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="sampler seed (the table used seed 0)")
     parser.add_argument("--out", default="/tmp/dse-mf-real")
     parser.add_argument("--table", default=str(ROOT / "bench" / "data" / "curves_digits"))
+    parser.add_argument("--asha", default="{name: mo_asha, min_epochs: 2, reduction_factor: 2, rank_free: false, rung_eval: {steps: [2, 2], samples: [60, 60]}}",
+                        help="the early-stopping scheduler section (YAML)")
     args = parser.parse_args(argv)
 
     table = load_table(str(Path(args.table).resolve()))
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     rows = []
-    for scheduler in ({"name": "fifo"}, {"name": "mo_asha", "min_epochs": 1, "reduction_factor": 3}):
+    for scheduler in ({"name": "fifo"}, yaml.safe_load(args.asha)):
         study = {**base, "name": f"real_{scheduler['name']}", "output_dir": str(out / scheduler["name"]),
                  "scheduler": scheduler, "budget": {"n_trials": args.trials},
                  "sampler": {"name": "random", "seed": args.seed}}

@@ -360,3 +360,32 @@ def test_resume_after_the_driver_is_killed(tmp_path, sig):
     for t in study_obj.trials:
         if "retry_of" in t.user_attrs:
             assert t.user_attrs["retry_of"] not in before, "a completed trial was run again"
+
+
+@pytest.mark.parametrize("sampler", [
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("nsga2", "nsga3", "tpe", "gp", "rea")),  # ~10 s each: -m slow
+    "random", "pls",
+])
+def test_every_sampler_runs_the_tabular_study_under_a_free_constraint_and_resumes(tmp_path, sampler):
+    """Each registered sampler through the runner: a constraint on nb201_params (known before
+    anything is looked up) is never broken by a scored trial, and a resumed study adds to it."""
+    from dse.models.nb201 import make_cell, nb201_params
+    from dse.study.config import SAMPLERS
+    from dse.study.runner import run_study
+
+    assert sampler in SAMPLERS
+    limit = nb201_params(make_cell(["nor_conv_3x3"] * 3 + ["skip_connect"] * 3))
+    options = {"nsga2": {"population_size": 4}, "nsga3": {"population_size": 4}, "gp": {"n_startup_trials": 3}}.get(sampler, {})
+    path = _nb201_study(tmp_path, objectives=["nb201_clean_acc", "nb201_params"], metrics=[],
+                        constraints=[{"metric": "nb201_params", "max": limit}],
+                        sampler={"name": sampler, "seed": 0, "options": options}, budget={"n_trials": 4})
+    config = load_study_config(path)
+    first = run_study(config, show_progress=False)
+    assert first["complete"] + first["failed"] == 4 and first["failed"] == 0
+    second = run_study(config, n_trials=6, resume=True, show_progress=False)
+    assert second["complete"] == 6
+    study = optuna.load_study(study_name="nb", storage=config.storage_url())
+    scored = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(t.user_attrs["metrics"]["nb201_params"] <= limit for t in scored)
+    refused = [t for t in study.get_trials() if "rejected" in t.user_attrs]
+    assert all("nb201_params" in t.user_attrs["rejected"] for t in refused)
