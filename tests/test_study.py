@@ -322,7 +322,7 @@ def _complete_trials(storage: str) -> dict[int, tuple]:
     }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_resume_after_the_driver_is_killed(tmp_path, sig):
     import ray
 
@@ -363,8 +363,8 @@ def test_resume_after_the_driver_is_killed(tmp_path, sig):
 
 
 @pytest.mark.parametrize("sampler", [
-    *(pytest.param(name, marks=pytest.mark.slow) for name in ("nsga2", "nsga3", "tpe", "gp", "rea")),  # ~10 s each: -m slow
-    "random", "pls",
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("nsga2", "nsga3", "tpe", "gp", "random", "rea")),  # ~10 s each: -m slow
+    "pls",
 ])
 def test_every_sampler_runs_the_tabular_study_under_a_free_constraint_and_resumes(tmp_path, sampler):
     """Each registered sampler through the runner: a constraint on nb201_params (known before
