@@ -329,3 +329,18 @@ def test_best_trial():
     assert best_trial(tie, "x", "maximize") == 2
     with pytest.raises(ValueError):
         best_trial(trials[trials["state"] == "FAIL"], "params", "minimize")
+
+
+def test_a_reused_repeat_is_never_a_second_front_member():
+    from dse.study.pareto import pareto_mask
+
+    trials = pd.DataFrame({
+        "number": [0, 1, 2, 3],
+        "state": ["COMPLETE"] * 4,
+        "feasible": [True] * 4,
+        "duplicate_of": [np.nan, np.nan, 0, np.nan],
+        "acc": [0.9, 0.5, 0.9, 0.4],
+        "size": [10.0, 1.0, 10.0, 5.0],
+    })
+    mask = pareto_mask(trials, [{"name": "acc", "direction": "maximize"}, {"name": "size", "direction": "minimize"}])
+    assert mask.tolist() == [True, True, False, False]

@@ -205,7 +205,8 @@ def objective_values(trials: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
 
 
 def candidate_mask(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.Series:
-    """Trials eligible for the front: ``COMPLETE``, feasible, and a value for every objective.
+    """Trials eligible for the front: ``COMPLETE``, feasible, a value for every objective, and not
+    a reused repeat of another trial's candidate (``duplicate_of`` set): each candidate counts once.
 
     Args:
         trials: The trials table.
@@ -220,7 +221,8 @@ def candidate_mask(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.Series
     complete = trials["state"].astype(str).str.upper().eq("COMPLETE") if "state" in trials else True
     values = objective_values(trials, names)
     has_values = ~np.isnan(values).any(axis=1)
-    return pd.Series(np.asarray(complete & _feasible(trials)) & has_values, index=trials.index, dtype=bool)
+    original = trials["duplicate_of"].isna().to_numpy() if "duplicate_of" in trials else True
+    return pd.Series(np.asarray(complete & _feasible(trials)) & has_values & original, index=trials.index, dtype=bool)
 
 
 def pareto_mask(trials: pd.DataFrame, objectives: Sequence[Any]) -> pd.Series:
