@@ -370,3 +370,10 @@ def test_rank_free_false_leaves_free_objectives_out_of_rungs_but_not_constraints
     assert plain.rung_metric_names() == ["robust_acc"]
     record = rung_vector(plain, {"epoch": 1, "val_robust_acc": 0.4, "free_bops": 3e6})
     assert record.loss == (-0.4,) and record.violation == pytest.approx(0.5e6)
+
+
+def test_optuna_sees_the_objective_names(tmp_path):
+    from dse.study.storage import open_study
+
+    config = load_study_config(_replay_study(tmp_path))
+    assert open_study(config).metric_names == ["robust_acc", "bops"]
