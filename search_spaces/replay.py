@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,12 @@ import pandas as pd
 
 from dse.errors import SpecError
 
-__all__ = ["LearningCurveTable", "load_table", "replay"]
+__all__ = ["LearningCurveTable", "epoch_cost", "load_table", "replay"]
+
+
+def epoch_cost(row: Mapping[str, Any]) -> float:
+    """Seconds one recorded epoch took: training plus the evaluations it measured (full, ladder)."""
+    return sum(float(row.get(k, 0.0) or 0.0) for k in ("epoch_seconds", "val_eval_seconds", "val_rung_eval_seconds"))
 
 
 def _read(folder: Path, stem: str) -> pd.DataFrame:
@@ -140,7 +145,7 @@ class LearningCurveTable:
         free = {f"free_{n}": v for n, v in final.items() if n in FREE_OBJECTIVES}
         for row in self.curve(number, free=free, ladder_until=ladder):
             if time_scale > 0:
-                time.sleep(time_scale * sum(row.get(k, 0.0) for k in ("epoch_seconds", "val_eval_seconds", "val_rung_eval_seconds")))
+                time.sleep(time_scale * epoch_cost(row))
             report({**row, "replay_of": float(number)})
         row = self.trials.loc[self.trials["number"] == number].iloc[0]
         how = row.get("measurement") if "measurement" in self.trials.columns else None

@@ -438,8 +438,8 @@ def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
 
     try:
         build_sampler(config.sampler.name, seed=config.sampler.seed, options=config.sampler.options)
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"{where}: sampler.options: {err}".replace("\n", " ")) from None
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from None
     if config.storage:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError

@@ -35,6 +35,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
+from dse.errors import SpecError
 from dse.study.pareto import non_dominated_mask
 
 __all__ = [
@@ -329,8 +330,8 @@ def build_sampler(name: str, *, seed: int | None, options: Mapping[str, Any]) ->
     """The sampler registered as ``name`` (nsga2 nsga3 tpe gp random pls rea) with its options.
 
     Raises:
-        ValueError, TypeError: Options the sampler refuses (the caller names the field).
-        KeyError: An unknown name.
+        SpecError: ``sampler.options: ...``, options the sampler refuses, in one line.
+        KeyError: An unknown name (the study file's schema refuses it first).
     """
     options = dict(options)
     factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
@@ -342,4 +343,7 @@ def build_sampler(name: str, *, seed: int | None, options: Mapping[str, Any]) ->
         "pls": lambda: ParetoLocalSearchSampler(seed=seed, **options),
         "rea": lambda: RegularizedEvolutionSampler(seed=seed, **options),
     }
-    return factories[name]()
+    try:
+        return factories[name]()
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"sampler.options: {err}".replace("\n", " ")) from err

@@ -28,18 +28,14 @@ from dse.study.scheduling import MultiObjectiveASHA, on_epoch
 from dse.study.searcher import searcher_class
 from dse.study.storage import make_sampler
 from dse.study.trial import evaluate_candidate
+from search_spaces.replay import epoch_cost
 
-__all__ = ["SimulatedStudy", "StopRule", "epoch_cost", "simulate_study"]
+__all__ = ["SimulatedStudy", "StopRule", "simulate_study"]
 
 logger = logging.getLogger(__name__)
 
 #: ``rule(number, result) -> continue?``; also told ``rule.done(number)`` when a trial ends, if it has ``done``.
 StopRule = Callable[[int, Mapping[str, Any]], bool]
-
-
-def epoch_cost(row: Mapping[str, Any]) -> float:
-    """Seconds one reported epoch took: training plus the evaluations it measured."""
-    return sum(float(row.get(k, 0.0) or 0.0) for k in ("epoch_seconds", "val_eval_seconds", "val_rung_eval_seconds"))
 
 
 @dataclass
@@ -104,10 +100,8 @@ def simulate_study(config: StudyConfig, *, workers: int = 2, rule: StopRule | No
         heapq.heappush(queue, (t, serial * 1000 + 999, tid, number, ("done", final)))
         return True
 
-    running: set[str] = set()
     for _ in range(workers):
-        if start(clock):
-            running.add(f"sim_{serial - 1:05d}")
+        start(clock)
     stopped: set[str] = set()
     while queue:
         clock, _, tid, number, (kind, payload) = heapq.heappop(queue)
@@ -116,25 +110,18 @@ def simulate_study(config: StudyConfig, *, workers: int = 2, rule: StopRule | No
         if kind == "epoch":
             epochs += 1
             searcher.on_trial_result(tid, payload)
-            if rule is not None and not rule(number, payload):
-                stopped.add(tid)
-                if core is not None and number not in core.stopped:
-                    core.stopped[number] = getattr(rule, "stopped", {}).get(number, (int(payload["epoch"]), {}))
-                searcher.on_trial_complete(tid, result=payload)
-                if hasattr(rule, "done"):
-                    rule.done(number)
-                _finish(out, study, clock, epochs, number)
-                running.discard(tid)
-                if start(clock):
-                    running.add(f"sim_{serial - 1:05d}")
-            continue
-        searcher.on_trial_complete(tid, result={**payload, "done_trial": 1})
+            if rule is None or rule(number, payload):
+                continue
+            stopped.add(tid)
+            if core is not None and number not in core.stopped:
+                core.stopped[number] = getattr(rule, "stopped", {}).get(number, (int(payload["epoch"]), {}))
+            searcher.on_trial_complete(tid, result=payload)
+        else:
+            searcher.on_trial_complete(tid, result={**payload, "done_trial": 1})
         if rule is not None and hasattr(rule, "done"):
             rule.done(number)
         _finish(out, study, clock, epochs, number)
-        running.discard(tid)
-        if start(clock):
-            running.add(f"sim_{serial - 1:05d}")
+        start(clock)  # the freed worker takes the next trial
     return out
 
 
