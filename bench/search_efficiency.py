@@ -15,7 +15,8 @@ value over all unique cells plus 10% of its range, 1,677,370 on CIFAR-10):
 * ``clean-pgd2-params``: ``nb201_clean_acc``, ``nb201_pgd_acc_2`` and ``nb201_params`` (cost, minimized);
 * ``clean-pgd2-fgsm1`` (not run by default): ``nb201_clean_acc``, ``nb201_pgd_acc_2``, ``nb201_fgsm_acc_1``.
 
-Samplers: dse's ``pls`` and ``rea``; Optuna's ``nsga2`` and ``nsga3`` (population ``--population-size``,
+Samplers: dse's ``surrogate`` (random-forest surrogate, hypervolume improvement over the enumerated
+grid, exact ``nb201_params`` in the cost setting), ``pls`` and ``rea``; Optuna's ``nsga2`` and ``nsga3`` (population ``--population-size``,
 default 20), ``tpe``, ``gp`` and ``random`` with their defaults; tuned variants ``nsga2-p10`` and
 ``nsga2-p50`` (NSGA-II, population 10 / 50) and ``tpe-mv`` (TPE, multivariate, grouped, 10 startup
 trials); and, as an outside reference, ``st-morea``: Syne Tune's multi-objective regularized evolution
@@ -50,23 +51,24 @@ import moocore
 import numpy as np
 import optuna
 
-from dse.models.nb201 import EDGE_SOURCES, OPS, make_cell
+from dse.models.nb201 import EDGE_SOURCES, OPS, make_cell, nb201_params
 from dse.study import pareto
 from dse.study.samplers import ParetoLocalSearchSampler, RegularizedEvolutionSampler
+from dse.study.surrogate import FreeValues, SurrogateSampler
 from objectives._nb201 import NB201_METRICS, NB201Table, evaluate_nb201
 from search_spaces.nb201 import nb201
 
 __all__ = [
-    "ASK_TIMED", "DEFAULT_ROOT", "SAMPLERS", "SETTINGS", "Run", "Setting", "hypervolume", "main", "make_sampler",
+    "ASK_TIMED", "DEFAULT_ROOT", "SAMPLERS", "SETTINGS", "Run", "Setting", "free_values", "hypervolume", "main", "make_sampler",
     "run_benchmark", "run_study", "run_syne_tune", "summarize", "syne_tune_unavailable", "time_asks", "true_front",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201-robustness"
-SAMPLERS = ("pls", "rea", "nsga2", "nsga2-p10", "nsga2-p50", "nsga3", "tpe", "tpe-mv", "gp", "random", "st-morea")
+SAMPLERS = ("surrogate", "pls", "rea", "nsga2", "nsga2-p10", "nsga2-p50", "nsga3", "tpe", "tpe-mv", "gp", "random", "st-morea")
 #: Samplers whose seconds per ask are measured (``--ask-timing``), at these trial counts.
-ASK_TIMED: tuple[str, ...] = ("pls", "rea", "nsga2", "tpe")
+ASK_TIMED: tuple[str, ...] = ("surrogate", "pls", "rea", "nsga2", "tpe")
 ASK_AT: tuple[int, ...] = (100, 1000)
 ASK_REPEATS = 10
 POPULATION_SIZE = 20
@@ -136,8 +138,10 @@ def true_front(table: NB201Table, setting: Setting) -> np.ndarray:
     return unique[moocore.is_nondominated(pareto.to_minimization(unique, setting.directions))]
 
 
-def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE) -> optuna.samplers.BaseSampler:
-    """A seeded Optuna sampler by short name (any of :data:`SAMPLERS` but ``st-morea``)."""
+def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE,
+                 free_values: FreeValues | None = None) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler by short name (any of :data:`SAMPLERS` but ``st-morea``); ``surrogate``
+    gets ``free_values`` (the objectives known without a lookup, as the runner hands it)."""
     tpe_mv = dict(multivariate=True, group=True, n_startup_trials=10)
     factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed),
@@ -149,6 +153,7 @@ def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "pls": lambda: ParetoLocalSearchSampler(seed=seed),
+        "surrogate": lambda: SurrogateSampler(seed=seed, free_values=free_values),
         "rea": lambda: RegularizedEvolutionSampler(seed=seed),
     }
     if name not in factories:
@@ -156,6 +161,18 @@ def make_sampler(name: str, seed: int, *, population_size: int = POPULATION_SIZE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return factories[name]()
+
+
+def free_values(setting: Setting) -> FreeValues | None:
+    """``nb201_params`` of the cell, computed (not looked up), for a setting that optimizes it."""
+    if "nb201_params" not in setting.metrics:
+        return None
+    index = setting.metrics.index("nb201_params")
+
+    def values(params: dict) -> dict[int, float]:
+        return {index: float(nb201_params(nb201(optuna.trial.FixedTrial(dict(params)))["cell"]))}
+
+    return values
 
 
 def _score(spec_or_trial: object, setting: Setting, root: Path, dataset: str) -> list[float]:
@@ -250,7 +267,8 @@ def run_benchmark(*, root: Path = DEFAULT_ROOT, dataset: str = "cifar10", sample
                     told = run_syne_tune(seed, setting, checkpoints[-1], root=root, dataset=dataset,
                                          population_size=population_size)
                 else:
-                    sampler = make_sampler(sampler_name, seed, population_size=population_size)
+                    sampler = make_sampler(sampler_name, seed, population_size=population_size,
+                                           free_values=free_values(setting))
                     told = run_study(sampler, setting, checkpoints[-1], root=root, dataset=dataset)
                 seconds = time.perf_counter() - start
                 fractions = {
@@ -266,7 +284,7 @@ def time_asks(sampler_name: str, setting: Setting, *, root: Path, dataset: str =
     """Mean seconds of ``study.ask()`` plus the space's suggest over the ``repeats`` asks around trial ``n``
     (numbers ``n - repeats // 2`` to ``n + (repeats - 1) // 2``), for each ``n`` in ``at``; one in-memory
     study, lookup-scored."""
-    sampler = make_sampler(sampler_name, seed)
+    sampler = make_sampler(sampler_name, seed, free_values=free_values(setting))
     study = optuna.create_study(directions=list(setting.directions), sampler=sampler)
     windows = {n: range(max(n - repeats // 2, 0), max(n - repeats // 2, 0) + repeats) for n in at}
     spent = {n: 0.0 for n in at}

@@ -1,4 +1,4 @@
-"""dse's own samplers (Pareto local search, regularized evolution) on small synthetic spaces:
+"""dse's own samplers (Pareto local search, regularized evolution, the forest surrogate) on small synthetic spaces:
 plain Optuna ask/tell, no Ray, no training."""
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from dse.study.samplers import (
     mutate,
     non_dominated_ranks,
 )
+from dse.study.pareto import hypervolume
 from dse.study.storage import make_sampler
+from dse.study.surrogate import SurrogateSampler, encode
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SAMPLERS = [ParetoLocalSearchSampler, RegularizedEvolutionSampler]
+SAMPLERS = [ParetoLocalSearchSampler, RegularizedEvolutionSampler, SurrogateSampler]
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -111,7 +113,55 @@ def test_ranks_and_crowding_match_brute_force():
     assert np.isinf(dist[0]) and np.isinf(dist[3]) and dist[1] == pytest.approx(dist[2]) == pytest.approx(4 / 3)
 
 
-@pytest.mark.parametrize("name", ["pls", "rea"])
+def test_surrogate_never_proposes_what_the_filter_refuses():
+    sampler = SurrogateSampler(seed=0, n_startup_trials=5, random_fraction=0.0, params_filter=lambda p: p.get("e0") != "a")
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    study.optimize(_objective, n_trials=30)
+    assert not any(t.params["e0"] == "a" for t in study.trials[5:])
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 30
+
+
+def test_surrogate_uses_exact_free_values():
+    """A cost that no model can learn from few trials (a random table over the grid), handed to the
+    sampler as known before training: the sampler with it reaches a larger hypervolume."""
+    table = np.random.RandomState(7).rand(4, 4, 4, 4)
+    index = {c: i for i, c in enumerate("abcd")}
+
+    def cost(params):
+        return float(table[tuple(index[params[f"e{i}"]] for i in range(4))])
+
+    def objective(trial):
+        ops = [trial.suggest_categorical(f"e{i}", list("abcd")) for i in range(4)]
+        return sum(op == "a" for op in ops) + 0.5 * sum(op == "b" for op in ops), cost(trial.params)
+
+    calls = []
+
+    def free(params):
+        calls.append(params)
+        return {1: cost(params)}
+
+    def final_hv(free_values, seed):
+        sampler = SurrogateSampler(seed=seed, n_startup_trials=8, free_values=free_values)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        study.optimize(objective, n_trials=30)
+        values = np.array([t.values for t in study.trials])
+        return hypervolume(values, ["maximize", "minimize"], [0.0, 1.0])
+
+    with_free = np.median([final_hv(free, s) for s in range(3)])
+    without = np.median([final_hv(None, s) for s in range(3)])
+    assert calls and all(set(c) == {"e0", "e1", "e2", "e3"} for c in calls)
+    assert with_free > without
+
+
+def test_encode_is_one_hot_and_unit_interval():
+    space = {"op": CategoricalDistribution(["a", "b"]), "n": IntDistribution(1, 5),
+             "lr": FloatDistribution(1e-3, 1e-1, log=True)}
+    codes = encode([{"op": "b", "n": 5, "lr": 1e-2}, {"op": "a", "n": 1, "lr": 1e-3}], space)
+    # sorted keys: lr, n, op
+    np.testing.assert_allclose(codes, [[0.5, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("name", ["pls", "rea", "surrogate"])
 def test_study_files_can_name_them(name, tmp_path):
     from dse.study.config import StudyConfig
 
@@ -120,4 +170,4 @@ def test_study_files_can_name_them(name, tmp_path):
         "objectives": [{"name": "natural_acc", "direction": "maximize"}, {"name": "params", "direction": "minimize"}],
         "sampler": {"name": name, "seed": 0, "options": {"n_startup_trials": 4}},
     })
-    assert isinstance(make_sampler(config), (ParetoLocalSearchSampler, RegularizedEvolutionSampler))
+    assert isinstance(make_sampler(config), (ParetoLocalSearchSampler, RegularizedEvolutionSampler, SurrogateSampler))

@@ -362,10 +362,22 @@ def test_resume_after_the_driver_is_killed(tmp_path, sig):
             assert t.user_attrs["retry_of"] not in before, "a completed trial was run again"
 
 
-@pytest.mark.parametrize("sampler", [
-    *(pytest.param(name, marks=pytest.mark.slow) for name in ("nsga2", "nsga3", "tpe", "gp", "random", "rea")),  # ~10 s each: -m slow
-    "pls",
-])
+def _sampler_params():
+    from dse.study.sampler_registry import SAMPLER_NAMES
+
+    in_ci = ("pls", "surrogate")  # the rest take ~10 s each: -m slow
+    return [name if name in in_ci else pytest.param(name, marks=pytest.mark.slow) for name in SAMPLER_NAMES]
+
+
+def test_the_study_schema_and_the_sampler_registry_agree():
+    from dse.study.config import SAMPLERS
+    from dse.study.sampler_registry import DEFAULT_SAMPLER, SAMPLER_NAMES
+
+    assert SAMPLERS == SAMPLER_NAMES
+    assert DEFAULT_SAMPLER in SAMPLER_NAMES
+
+
+@pytest.mark.parametrize("sampler", _sampler_params())
 def test_every_sampler_runs_the_tabular_study_under_a_free_constraint_and_resumes(tmp_path, sampler):
     """Each registered sampler through the runner: a constraint on nb201_params (known before
     anything is looked up) is never broken by a scored trial, and a resumed study adds to it."""
@@ -375,7 +387,9 @@ def test_every_sampler_runs_the_tabular_study_under_a_free_constraint_and_resume
 
     assert sampler in SAMPLERS
     limit = nb201_params(make_cell(["nor_conv_3x3"] * 3 + ["skip_connect"] * 3))
-    options = {"nsga2": {"population_size": 4}, "nsga3": {"population_size": 4}, "gp": {"n_startup_trials": 3}}.get(sampler, {})
+    options = {"nsga2": {"population_size": 4}, "nsga3": {"population_size": 4}, "gp": {"n_startup_trials": 3},
+               "pls": {"n_startup_trials": 3}, "rea": {"n_startup_trials": 3},
+               "surrogate": {"n_startup_trials": 3}}.get(sampler, {})
     path = _nb201_study(tmp_path, objectives=["nb201_clean_acc", "nb201_params"], metrics=[],
                         constraints=[{"metric": "nb201_params", "max": limit}],
                         sampler={"name": sampler, "seed": 0, "options": options}, budget={"n_trials": 4})

@@ -37,7 +37,7 @@ __all__ = [
     "parse_duration",
 ]
 
-SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea")
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate")  # sampler_registry.SAMPLER_NAMES (tested)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 
 
@@ -119,9 +119,9 @@ class ConstraintConfig(_Strict):
 
 
 class SamplerConfig(_Strict):
-    """Optuna sampler: nsga2, nsga3, tpe, gp or random, its seed and constructor options."""
+    """The sampler (a name of ``dse.study.sampler_registry.SAMPLER_NAMES``), its seed and constructor options."""
 
-    name: Literal["nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea"] = "nsga2"
+    name: Literal["nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate"] = "nsga2"
     seed: int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -434,7 +434,7 @@ def _check_scheduler(config: StudyConfig, *, where: str) -> None:
 def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
     """The sampler can be built with its options, the storage URL parses and its driver is
     installed, and the output folder is (or can become) a writable folder."""
-    from dse.study.samplers import build_sampler
+    from dse.study.sampler_registry import build_sampler
 
     try:
         build_sampler(config.sampler.name, seed=config.sampler.seed, options=config.sampler.options)

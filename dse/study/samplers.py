@@ -39,7 +39,6 @@ from dse.errors import SpecError
 from dse.study.pareto import non_dominated_mask
 
 __all__ = [
-    "build_sampler",
     "ParetoLocalSearchSampler",
     "RegularizedEvolutionSampler",
     "crowding_distance",
@@ -324,26 +323,3 @@ class RegularizedEvolutionSampler(_MutationSampler):
         winner = drawn[np.lexsort((keys[drawn, 2], keys[drawn, 1], keys[drawn, 0]))[0]]
         rest = recent[np.lexsort((keys[recent, 2], keys[recent, 1], keys[recent, 0]))]
         return [trials[winner], *(trials[i] for i in rest if i != winner)]
-
-
-def build_sampler(name: str, *, seed: int | None, options: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
-    """The sampler registered as ``name`` (nsga2 nsga3 tpe gp random pls rea) with its options.
-
-    Raises:
-        SpecError: ``sampler.options: ...``, options the sampler refuses, in one line.
-        KeyError: An unknown name (the study file's schema refuses it first).
-    """
-    options = dict(options)
-    factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),
-        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, **options),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **options),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
-        "pls": lambda: ParetoLocalSearchSampler(seed=seed, **options),
-        "rea": lambda: RegularizedEvolutionSampler(seed=seed, **options),
-    }
-    try:
-        return factories[name]()
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"sampler.options: {err}".replace("\n", " ")) from err

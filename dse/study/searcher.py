@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA
 
-__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "history_row", "precheck_values", "searcher_class"]
+__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "searcher_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +39,44 @@ STOP_ATTRS = ("stopped_at_epoch", "rung_values", "epochs_saved", "free_values")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds")
 
 
-def precheck_values(config: StudyConfig, candidate: dict[str, Any]) -> dict[str, float]:
-    """The constrained metrics of ``candidate`` that are known before training (params, MACs,
-    BOPS, size; ``nb201_params`` of a tabular cell), computed now. Empty when no constraint needs one."""
+def known_metrics(config: StudyConfig) -> list[str]:
+    """The study's objectives and constrained metrics that are known before training: params, MACs,
+    BOPS, size of a trained space; ``nb201_params`` of a tabular cell."""
     from objectives import FREE_OBJECTIVES
 
+    names = list(dict.fromkeys([*config.objective_names(), *(c.metric for c in config.constraints)]))
     if config.is_tabular:
-        if config.is_replay or config.lookup is None:
-            return {}
-        from objectives import evaluate_lookup
+        return [] if config.is_replay or config.lookup is None else [n for n in names if n == "nb201_params"]
+    return [n for n in names if n in FREE_OBJECTIVES]
 
-        wanted = sorted({c.metric for c in config.constraints if c.metric == "nb201_params"})
-        return evaluate_lookup(candidate, wanted, root=config.lookup.root, dataset=config.lookup.dataset) if wanted else {}
-    wanted = sorted({c.metric for c in config.constraints if c.metric in FREE_OBJECTIVES})
+
+def precheck_values(config: StudyConfig, candidate: dict[str, Any], metrics: list[str] | None = None) -> dict[str, float]:
+    """``metrics`` of ``candidate`` that are known before training, computed now (default: the
+    constrained ones). Empty when none is asked for or known."""
+    known = known_metrics(config)
+    wanted = sorted({c.metric for c in config.constraints} if metrics is None else set(metrics))
+    wanted = [m for m in wanted if m in known]
     if not wanted:
         return {}
+    if config.is_tabular:
+        from objectives import evaluate_lookup
+
+        return evaluate_lookup(candidate, wanted, root=config.lookup.root, dataset=config.lookup.dataset)
     from dse.data import dataset_spec
     from dse.epoch_eval import free_objectives
     from dse.pipeline import build_for
 
     spec = dataset_spec(config.data.dataset)
     return free_objectives(build_for(candidate, spec), spec, wanted)
+
+
+def constraint_breaches(config: StudyConfig, values: dict[str, float]) -> str | None:
+    """Why ``values`` break the study's constraints, in one line (None: they do not)."""
+    broken = []
+    for con in config.constraints:
+        if con.metric in values and any(v > 0 for v in con.violations(values[con.metric])):
+            broken.append(f"{con.metric} = {values[con.metric]:.6g} breaks {con.describe()}")
+    return "; ".join(broken) or None
 
 
 def history_row(result: dict[str, Any]) -> dict[str, float]:
@@ -136,12 +153,7 @@ def searcher_class():
         def precheck(self, candidate: dict[str, Any]) -> str | None:
             """Why ``candidate`` breaks a constraint on an objective known before training (None: it
             does not, or no such constraint): checked before any trial is spent on it."""
-            values = precheck_values(self.config, candidate)
-            broken = []
-            for con in self.config.constraints:
-                if con.metric in values and any(v > 0 for v in con.violations(values[con.metric])):
-                    broken.append(f"{con.metric} = {values[con.metric]:.6g} breaks {con.describe()}")
-            return "; ".join(broken) or None
+            return constraint_breaches(self.config, precheck_values(self.config, candidate))
 
         def _reject(self, trial: optuna.Trial, reason: str) -> None:
             """Refused before training: PRUNED with ``rejected``; not counted against the budget."""

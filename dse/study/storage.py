@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
-from dse.study.samplers import build_sampler
+from dse.study.sampler_registry import build_sampler
 
 __all__ = ["make_sampler", "open_study"]
 
@@ -26,7 +28,52 @@ def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.sampler
         SpecError: Options the sampler refuses, in one line.
     """
     s = config.sampler
-    return build_sampler(s.name, seed=None if s.seed is None else s.seed + seed_offset, options=s.options)
+    return build_sampler(s.name, seed=None if s.seed is None else s.seed + seed_offset, options=s.options,
+                         params_filter=_params_filter(config), free_values=_free_values(config))
+
+
+def _candidate(config: StudyConfig, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The candidate that Optuna ``params`` stand for (None when they lack a key the space asks for)."""
+    from search_spaces import suggest
+
+    try:
+        candidate = suggest(config.space.name, optuna.trial.FixedTrial(dict(params)), config.space.options)
+    except ValueError:  # a conditional key the sampler leaves to sample_independent
+        return None
+    return {**candidate, **config.space.fixed}
+
+
+def _params_filter(config: StudyConfig) -> Callable[[Mapping[str, Any]], bool] | None:
+    """False for params whose candidate breaks a constraint on a metric known before training."""
+    from dse.study.searcher import constraint_breaches, known_metrics, precheck_values
+
+    if not any(c.metric in known_metrics(config) for c in config.constraints):
+        return None
+
+    def allowed(params: Mapping[str, Any]) -> bool:
+        candidate = _candidate(config, params)
+        return candidate is None or constraint_breaches(config, precheck_values(config, candidate)) is None
+
+    return allowed
+
+
+def _free_values(config: StudyConfig) -> Callable[[Mapping[str, Any]], dict[int, float]] | None:
+    """Objective index -> value for the objectives known before training (params, MACs, BOPS, size)."""
+    from dse.study.searcher import known_metrics, precheck_values
+
+    names = config.objective_names()
+    free = [n for n in names if n in known_metrics(config)]
+    if not free:
+        return None
+
+    def values(params: Mapping[str, Any]) -> dict[int, float]:
+        candidate = _candidate(config, params)
+        if candidate is None:
+            return {}
+        known = precheck_values(config, candidate, free)
+        return {names.index(n): float(v) for n, v in known.items()}
+
+    return values
 
 
 def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
