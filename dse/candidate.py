@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dse.errors import SpecError
 from dse.errors import read_yaml_mapping
+from dse.io import atomic_write_text
 from dse.models import validate_candidate
 
 __all__ = ["SECTIONS", "CandidateFile", "dump_candidate_file", "load_candidate_file", "parse_set_args"]
@@ -94,4 +94,4 @@ def dump_candidate_file(path: str | os.PathLike[str], candidate: Mapping[str, An
     if unknown:
         raise SpecError(f"unknown sections {sorted(unknown)}")
     content = dict(candidate) | {k: v for k, v in sections.items() if v is not None}
-    Path(path).write_text(yaml.safe_dump(content, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(content, sort_keys=False))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dse.errors import DataError
+from dse.io import atomic_write
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -21,12 +22,9 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **meta: Any) -> Path:
-    """Saves ``model.state_dict()`` (on CPU) and ``meta`` (plain data) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Saves ``model.state_dict()`` (on CPU) and ``meta`` (plain data) to ``path``, atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT_VERSION, "state_dict": state, **meta}, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT_VERSION, "state_dict": state, **meta}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

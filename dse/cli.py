@@ -18,9 +18,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dse.candidate import load_candidate_file
+from dse.candidate import SECTIONS, load_candidate_file, parse_set_args
 from dse.data import DATASETS
-from dse.errors import DseError, read_yaml_mapping
+from dse.errors import DseError, read_yaml_mapping, refuse_bools, refuse_non_finite
+from dse.flags import (
+    fraction,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+    storage_url,
+    torch_device,
+    trial_list,
+)
 from dse.pipeline import (
     DEFAULT_DATA_ROOT,
     EvalOverrides,
@@ -38,43 +48,6 @@ logger = logging.getLogger("dse")
 
 
 
-def _int_at_least(minimum: int):
-    """argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
-    return value
-
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidate", nargs="?", help="candidate YAML file (flat keys, optional recipe/data/eval sections)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="set a candidate key")
@@ -83,18 +56,18 @@ def _add_candidate_args(p: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help=f"directory of CIFAR files (default: $DSE_DATA_ROOT or {DEFAULT_DATA_ROOT})")
-    p.add_argument("--subset", type=_positive_int, help="at most N examples per split (stratified, seeded)")
-    p.add_argument("--val-fraction", type=_fraction, help="fraction of the training data held out for validation")
+    p.add_argument("--subset", type=positive_int, help="at most N examples per split (stratified, seeded)")
+    p.add_argument("--val-fraction", type=fraction, help="fraction of the training data held out for validation")
     p.add_argument("--download", action="store_true", help="download CIFAR from its official location if missing")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--eval-eps", type=_positive_float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
-    p.add_argument("--eval-steps", type=_positive_int, help="evaluation attack steps (default 20)")
-    p.add_argument("--eval-step-size", type=_positive_float, help="evaluation attack step size")
-    p.add_argument("--eval-restarts", type=_positive_int, help="evaluation attack random restarts")
-    p.add_argument("--eval-samples", type=_positive_int, help="evaluate on at most N test samples")
-    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--eval-eps", type=positive_float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
+    p.add_argument("--eval-steps", type=positive_int, help="evaluation attack steps (default 20)")
+    p.add_argument("--eval-step-size", type=positive_float, help="evaluation attack step size")
+    p.add_argument("--eval-restarts", type=positive_int, help="evaluation attack random restarts")
+    p.add_argument("--eval-samples", type=positive_int, help="evaluate on at most N test samples")
+    p.add_argument("--device", type=torch_device, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
@@ -135,37 +108,37 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--recipe", help="recipe YAML file (overrides the candidate file's recipe section)")
     p.add_argument("--method", choices=("natural", "pgd_at", "trades", "fast_at"))
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float)
-    p.add_argument("--seed", type=_non_negative_int)
-    p.add_argument("-o", "--output", help="checkpoint path (default: runs/train/<name>.pt); metrics go beside it as .json")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--seed", type=non_negative_int)
+    p.add_argument("-o", "--output", type=output_file, help="checkpoint path (default: runs/train/<name>.pt); metrics go beside it as .json")
     _add_eval_args(p)
 
     for name, text in (("run", "launch a study"), ("resume", "continue an interrupted study")):
         p = sub.add_parser(name, help=text)
         p.add_argument("study", help="study YAML file")
-        p.add_argument("--n-trials", type=_positive_int, help="total number of finished trials to reach (overrides budget.n_trials)")
-        p.add_argument("--storage", help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
+        p.add_argument("--n-trials", type=positive_int, help="total number of finished trials to reach (overrides budget.n_trials)")
+        p.add_argument("--storage", type=storage_url, help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
         p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
         p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
     p = sub.add_parser("report", help="write the study's HTML report (Pareto fronts, hypervolume, dynamics, table)")
     p.add_argument("study")
-    p.add_argument("--storage")
-    p.add_argument("-o", "--output", help="HTML path (default: runs/NAME/report.html)")
-    p.add_argument("--trials", help="comma-separated trial numbers whose per-epoch dynamics to plot (default: Pareto set)")
+    p.add_argument("--storage", type=storage_url)
+    p.add_argument("-o", "--output", type=output_file, help="HTML path (default: runs/NAME/report.html)")
+    p.add_argument("--trials", type=trial_list, help="comma-separated trial numbers whose per-epoch dynamics to plot (default: Pareto set)")
     p.add_argument("--png", action="store_true", help="also write PNGs (needs kaleido and a Chromium)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="write a chosen trial as a candidate file for dse train")
     p.add_argument("study")
-    p.add_argument("--storage")
+    p.add_argument("--storage", type=storage_url)
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--trial", type=_non_negative_int, help="trial number")
+    group.add_argument("--trial", type=non_negative_int, help="trial number")
     group.add_argument("--pick", help="knee | best:OBJECTIVE")
-    p.add_argument("-o", "--output", required=True, help="candidate YAML to write")
+    p.add_argument("-o", "--output", type=output_file, required=True, help="candidate YAML to write")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="score a checkpoint again: an attack suite, gradient-masking checks, curves")
@@ -174,27 +147,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val"), default="test")
     _add_suite_args(p)
     p.add_argument("--curves", action="store_true", help="also the eps curve and step-size convergence curves")
-    p.add_argument("-o", "--output", help="JSON file to write (default: beside the checkpoint, NAME.eval-SUITE.json)")
+    p.add_argument("-o", "--output", type=output_file, help="JSON file to write (default: beside the checkpoint, NAME.eval-SUITE.json)")
     _add_eval_args(p)
 
     p = sub.add_parser("rescore", help="re-score a study's Pareto set with a stronger suite (and curves, transfer)")
     p.add_argument("study")
-    p.add_argument("--storage")
+    p.add_argument("--storage", type=storage_url)
     _add_suite_args(p, default="standard")
     p.add_argument("--split", choices=("test", "val"), default="val", help="samples to re-score on (default val: the search's)")
-    p.add_argument("--trials", help="comma-separated trial numbers (default: the Pareto set)")
+    p.add_argument("--trials", type=trial_list, help="comma-separated trial numbers (default: the Pareto set)")
     p.add_argument("--no-curves", action="store_true", help="skip the eps and step-size curves")
     p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix between the re-scored models")
     p.add_argument("--no-report", action="store_true", help="do not rewrite the HTML report")
-    p.add_argument("--eval-samples", type=_positive_int, help="attack at most N samples (default: the study's eval.max_samples)")
-    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--eval-samples", type=positive_int, help="attack at most N samples (default: the study's eval.max_samples)")
+    p.add_argument("--device", type=torch_device, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
     p = sub.add_parser("transfer", help="transfer attacks between checkpoints: accuracy matrix and vulnerability")
     p.add_argument("checkpoints", nargs="+", help="two or more checkpoints trained on the same data set")
     _add_data_args(p)
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("-o", "--output", help="JSON file to write (default: transfer.json beside the first checkpoint)")
+    p.add_argument("-o", "--output", type=output_file, help="JSON file to write (default: transfer.json beside the first checkpoint)")
     _add_eval_args(p)
     return parser
 
@@ -239,9 +212,58 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(f"{key:>18}: {value}\n")
 
 
+def _candidate(args: argparse.Namespace):
+    """The candidate file and ``--set`` flags, read and validated; values are checked as written
+    (no ``true`` for a number, no NaN or infinity anywhere) before they are converted."""
+    if args.candidate is not None:
+        raw = read_yaml_mapping(args.candidate, "candidate")
+        refuse_non_finite(raw, args.candidate)
+        refuse_bools({k: v for k, v in raw.items() if k not in SECTIONS}, args.candidate)
+    sets = parse_set_args(args.sets)
+    refuse_non_finite(sets, "--set")
+    refuse_bools({k: v for k, v in sets.items() if k not in SECTIONS}, "--set")
+    try:
+        return load_candidate_file(args.candidate, args.sets)
+    except DseError as err:
+        if args.candidate is None and str(err).startswith("candidate: "):
+            raise type(err)("--set: " + str(err).removeprefix("candidate: ")) from None
+        raise
+
+
+def _check_data(opts: dict[str, Any], *, download: bool) -> None:
+    """The data options make a loadable data set (subset, validation fraction, seed, the CIFAR
+    folder unless ``--download``), checked before anything is written or trained."""
+    from dse.data import dataset_spec
+    from dse.data.cifar import resolve_cifar_dir
+
+    subset, fraction, seed = opts["subset"], opts["val_fraction"], opts["seed"]
+    classes = dataset_spec(opts["dataset"]).num_classes
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < classes):
+        raise DseError(f"data.subset: expected a whole number >= {classes} (the classes of {opts['dataset']}), got {subset!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise DseError(f"data.val_fraction: expected a number in [0, 1), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DseError(f"data.seed: expected a whole number >= 0, got {seed!r}")
+    if opts["root"] is not None and not isinstance(opts["root"], str):
+        raise DseError(f"data.root: expected a folder path, got {opts['root']!r}")
+    if opts["dataset"] != "digits" and not download:
+        resolve_cifar_dir(opts["dataset"], opts["root"] or DEFAULT_DATA_ROOT, download=False)
+
+
+def _named(where: str | None, call, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, its one-line error prefixed with ``where`` (the file it checks)."""
+    try:
+        return call(*args, **kwargs)
+    except DseError as err:
+        if where is None or str(err).startswith(str(where)):
+            raise
+        raise type(err)(f"{where}: {err}") from None
+
+
 def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
-    cf = load_candidate_file(args.candidate, args.sets)
-    result = profile_candidate(cf.candidate, args.dataset or cf.section("data").get("dataset", "digits"), layers=args.layers)
+    cf = _candidate(args)
+    section = _named(args.candidate, data_options, _named(args.candidate, cf.section, "data"))
+    result = profile_candidate(cf.candidate, args.dataset or section["dataset"], layers=args.layers)
     if args.layers and not args.json:
         for layer in result["layers"]:
             sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")
@@ -249,30 +271,51 @@ def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    cf = load_candidate_file(args.candidate, args.sets)
-    opts = data_options(cf.section("data"), **_data_overrides(args))
-    recipe_fields = cf.section("recipe")
+    """Every input (candidate file and its sections, recipe file, flags, data folder, output path)
+    is checked before :func:`train_to_checkpoint` writes or trains anything."""
+    cf = _candidate(args)
+    where = args.candidate
+    section = _named(where, cf.section, "data")
+    _named(where, _check_data, _named(where, data_options, section), download=True)  # the file's own values
+    opts = data_options(section, **_data_overrides(args))
+    _check_data(opts, download=args.download)
+    recipe_fields = _named(where, cf.section, "recipe")
+    _named(where, default_recipe, opts["dataset"], **recipe_fields)
     if args.recipe:
-        recipe_fields.update(read_yaml_mapping(args.recipe, "recipe"))
+        recipe_file = read_yaml_mapping(args.recipe, "recipe")
+        refuse_non_finite(recipe_file, args.recipe)
+        _named(args.recipe, default_recipe, opts["dataset"], **recipe_file)
+        recipe_fields.update(recipe_file)
     for flag in ("method", "epochs", "batch_size", "lr", "seed"):
         value = getattr(args, flag)
         if value is not None:
             recipe_fields[flag] = value
     recipe = default_recipe(opts["dataset"], **recipe_fields)
-    settings = _eval_overrides(args).settings(opts["dataset"], cf.section("eval"))
+    eval_section = _named(where, cf.section, "eval")
+    _named(where, EvalOverrides().settings, opts["dataset"], eval_section)
+    settings = _eval_overrides(args).settings(opts["dataset"], eval_section)
     return train_to_checkpoint(
         cf.candidate, data=opts, recipe=recipe, settings=settings, device=args.device, download=args.download, output=args.output
     )
 
 
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    return evaluate_checkpoint(
-        args.checkpoint, overrides=_eval_overrides(args), split=args.split, curves=args.curves, checks=not args.no_checks,
-        device=args.device, data=_data_overrides(args), download=args.download, output=args.output,
-    )
+    try:
+        return evaluate_checkpoint(
+            args.checkpoint, overrides=_eval_overrides(args), split=args.split, curves=args.curves, checks=not args.no_checks,
+            device=args.device, data=_data_overrides(args), download=args.download, output=args.output,
+        )
+    except DseError as err:
+        if str(err).startswith("candidate: "):  # the checkpoint's candidate: name the file
+            raise type(err)(f"{args.checkpoint}: {err}") from None
+        raise
 
 
 def _cmd_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.checkpoint import load_checkpoint
+
+    for path in args.checkpoints:  # every file is a loadable checkpoint before any data is read
+        load_checkpoint(path)
     return transfer_between(
         args.checkpoints, overrides=_eval_overrides(args), split=args.split, device=args.device,
         data=_data_overrides(args), download=args.download, output=args.output,
@@ -283,7 +326,7 @@ def _cmd_rescore(args: argparse.Namespace) -> dict[str, Any]:
     from dse.study.rescore import rescore_study
 
     config = _study(args)
-    trials = [int(t) for t in args.trials.split(",")] if args.trials else None
+    trials = args.trials
     result = rescore_study(
         config, suite=args.suite, storage=args.storage, trials=trials, split=args.split, cascade=args.cascade,
         checks=not args.no_checks, curves=not args.no_curves, transfer=not args.no_transfer,
@@ -324,6 +367,9 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
     from dse.study.runner import run_study
 
     config = _study(args)
+    from dse.study.preflight import check_runnable
+
+    check_runnable(config, where=args.study, address=args.address)
     outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
     result = dict(outcome)
     if not args.no_report:
@@ -339,8 +385,7 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     config = _study(args)
-    selected = [int(t) for t in args.trials.split(",")] if args.trials else None
-    path = _write_report(config, args.storage, args.output, selected, args.png)
+    path = _write_report(config, args.storage, args.output, args.trials, args.png)
     return {"report": str(path)}
 
 

@@ -6,14 +6,16 @@ reported as a :class:`DseError` whose message names the file or field in one lin
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping"]
+__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping", "refuse_bools", "refuse_non_finite"]
 
 
 class DseError(ValueError):
@@ -65,4 +67,41 @@ def one_line_error(err: ValidationError, *, where: str) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {loc or 'value'}: {msg}{more}"
+    return f"{where}: {loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"  # a cross-field check names its field itself
+
+
+def refuse_non_finite(value: Any, where: str, field: str = "") -> None:
+    """Refuses a NaN or infinite number anywhere in ``value`` (nested mappings and lists).
+
+    YAML reads ``.nan`` and ``.inf`` as numbers, and a NaN slips through every ``<`` / ``>`` range
+    check, so free-form sections (recipe, eval, space options) are walked once when they are read.
+
+    Args:
+        value: What was read.
+        where: The file (or flag) it came from ("" when the caller adds it).
+        field: The dotted field ``value`` is (``recipe``), for the message.
+
+    Raises:
+        SpecError: ``where: field.path: must be a finite number, got nan``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(": ".join(p for p in (where, field or "value") if p) + f": must be a finite number, got {value}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_non_finite(item, where, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            refuse_non_finite(item, where, f"{field}.{i}" if field else str(i))
+
+
+def refuse_bools(candidate: Mapping[str, Any], where: str) -> None:
+    """Refuses ``true``/``false`` as a candidate key's value: no candidate key is a switch, and
+    pydantic would otherwise read ``width_mult: true`` as 1.0.
+
+    Raises:
+        SpecError: ``where: key: expected a number or a name, got true``.
+    """
+    for key, value in candidate.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) for v in items):
+            raise SpecError(f"{where}: {key}: expected a number or a name, got {str(value).lower()}")

@@ -1,6 +1,8 @@
 """From a candidate to a trained model and back: the one path that ``dse train``/``eval``/
 ``transfer``/``profile``, a Ray trial and ``dse rescore`` share.
 
+(Over 400 lines: the one candidate-to-checkpoint-and-back path, kept in one module on purpose.)
+
 * evaluation settings: :class:`EvalOverrides` (command-line flags over an ``eval`` section, see
   :func:`objectives.eval_settings`); the per-epoch validation callback is :mod:`dse.epoch_eval`'s;
 * data: :func:`data_options` (a ``data`` section with overrides), :func:`load_data`,
@@ -30,7 +32,8 @@ from torch import nn
 from dse.checkpoint import load_checkpoint, save_checkpoint
 from dse.compress.keys import training_hooks
 from dse.data import DATASETS, Dataset, DataSpec, Split, dataset_spec, load_dataset
-from dse.errors import SpecError
+from dse.errors import DataError, SpecError
+from dse.io import atomic_write_text, check_writable
 from dse.models import build_model, validate_candidate
 from dse.profile import bops, compressed_bytes, profile_model, size_bytes, sparsity
 from dse.epoch_eval import EvalLadder, epoch_evaluator, free_objectives
@@ -211,6 +214,10 @@ def train_to_checkpoint(
     Returns:
         Scores, measurement, candidate, data set, method, epochs, training time and checkpoint path.
     """
+    name = f"{candidate['arch']}-{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(output) if output else Path("runs") / "train" / f"{name}.pt"
+    check_writable(out, what="checkpoint")  # before the training, not after it
+    check_writable(out.with_suffix(".json"), what="metrics")
     dataset = load_data(data, download=download)
     dev = resolve_device(device)
     logger.info(
@@ -226,8 +233,6 @@ def train_to_checkpoint(
     scores = evaluate_objectives(model, test, settings)
     scores = {**scores, "split": "test", "measurement": measurement(settings, test),
               "eval_seconds": round(time.perf_counter() - start, 2)}
-    name = f"{candidate['arch']}-{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(output) if output else Path("runs") / "train" / f"{name}.pt"
     result = {**scores, "candidate": dict(candidate), "dataset": dataset.spec.name, "method": recipe.method,
               "epochs": recipe.epochs, "train_seconds": round(train_seconds, 2), "checkpoint": str(out)}
     save_checkpoint(
@@ -235,7 +240,7 @@ def train_to_checkpoint(
         recipe=recipe.model_dump(mode="json"), eval=settings.to_dict(), history=history,
         metrics={k: v for k, v in result.items() if isinstance(v, (int, float, str))},
     )
-    out.with_suffix(".json").write_text(json.dumps({**result, "history": history}, indent=2, default=float))
+    atomic_write_text(out.with_suffix(".json"), json.dumps({**result, "history": history}, indent=2, default=float))
     return result
 
 
@@ -259,6 +264,11 @@ def model_from_checkpoint(
     payload = load_checkpoint(path)
     spec = dataset_spec(data_options(payload.get("data") or {})["dataset"])
     model = build_for(payload["candidate"], spec)
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in payload["state_dict"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())}
+    if bad:  # a diverged or corrupted model would otherwise be scored as if it were valid
+        first = next(iter(bad))
+        raise DataError(f"{path}: weights are not finite ({sum(bad.values())} NaN/inf values in {len(bad)} tensors, first {first})")
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -279,9 +289,7 @@ def load_for_evaluation(
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(result, indent=1, default=float) + "\n")
 
 
 def evaluate_checkpoint(
@@ -300,6 +308,8 @@ def evaluate_checkpoint(
     curves), written as JSON (default: beside the checkpoint, ``NAME.eval-SUITE.json``)."""
     from dse.robust.robustness import robustness_report
 
+    if output:
+        check_writable(output, what="eval output")  # before the evaluation, not after it
     model, payload, opts, dataset = load_for_evaluation(path, device=device, data=data, download=download)
     settings = (overrides or EvalOverrides()).settings(opts["dataset"], payload.get("eval"))
     samples = split_of(dataset, split).to(next(model.parameters()).device)
@@ -346,6 +356,8 @@ def transfer_between(
 
     if len(paths) < 2:
         raise SpecError("checkpoints: a transfer matrix needs at least two")
+    if output:
+        check_writable(output, what="transfer output")
     loaded = [(Path(p), *load_for_evaluation(p, device=device, data=data, download=download)) for p in paths]
     names = [p.stem for p, *_ in loaded]
     if len(set(names)) < len(names):

@@ -5,14 +5,15 @@ Each space is called as ``space(trial, **options)``, where the options come from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 
-from dse.errors import SpecError
+from dse.errors import SpecError, refuse_bools, refuse_non_finite
 from search_spaces.joint import JointOptions, joint
-from search_spaces.mobilenet_tiny import mobilenet_tiny
+from search_spaces.mobilenet_tiny import check_expand_option, check_width_option, mobilenet_tiny
 from search_spaces.nb201 import nb201
 from search_spaces.pruning import PruningOptions, pruning
 from search_spaces.quantization import QuantizationOptions, parse_options, quantization
@@ -47,9 +48,42 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
 _OPTION_MODELS = {"quantization": QuantizationOptions, "pruning": PruningOptions, "joint": JointOptions}
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
-    """Validates a space's options without a trial (one-line SpecError naming the field)."""
-    get_search_space(name)
+class _ProbeTrial:
+    """Stands in for an Optuna trial: every suggestion takes its first choice (``end=0``) or its
+    last (``end=-1``), the low or the high end of a range. Running a space on both builds the
+    candidates at both ends of every option, without a study."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = list(choices)[self.end]
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        value = low if self.end == 0 else high
+        self.params[name] = value
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        value = low if self.end == 0 else high
+        self.params[name] = value
+        return value
+
+
+def check_options(name: str, options: dict[str, Any], fixed: Mapping[str, Any] | None = None) -> None:
+    """Validates a space's options and fixed keys without a study: one-line SpecError naming the field.
+
+    Checks the options themselves (known names, types, finite numbers, bounds), then builds the
+    candidates at both ends of every option (first and last choices, low and high ends of ranges)
+    with ``fixed`` merged in, and validates each as a candidate. So a study file with a bad option
+    or a bad ``space.fixed`` is refused when it is read, not in its first trial.
+    """
+    space = get_search_space(name)
+    refuse_non_finite(options, "", "space.options")
+    refuse_non_finite(dict(fixed or {}), "", "space.fixed")
     if name == "replay":
         unknown = set(options) - {"table", "time_scale"}
         if unknown:
@@ -60,8 +94,34 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1e6:
             raise SpecError(f"space replay: options.time_scale: a number >= 0 is needed, got {scale!r}")
         load_table(options["table"])
+        if fixed:
+            raise SpecError("space.fixed: a replayed space takes no fixed keys (its candidates are recorded)")
+        return
+    if name in ("mobilenet_tiny", "joint"):
+        if "width_mult" in options:
+            check_width_option(options["width_mult"])
+        if "expand_ratio" in options:
+            check_expand_option(options["expand_ratio"])
     if name in _OPTION_MODELS:
         parse_options(_OPTION_MODELS[name], options, f"space {name}")
+    else:
+        known = [p for p in inspect.signature(space).parameters if p != "trial"]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise SpecError(f"space.options.{unknown[0]}: unknown option of space {name} (known: {', '.join(known)})")
+    if fixed:
+        refuse_bools(fixed, "space.fixed")
+    for end in (0, -1):
+        try:
+            candidate = space(_ProbeTrial(end), **options)
+        except SpecError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError) as err:
+            raise SpecError(f"space.options: space {name} cannot use these options ({type(err).__name__}: {err})") from None
+        if fixed:
+            from dse.models import validate_candidate
+
+            validate_candidate({**candidate, **fixed}, where="space.fixed")
 
 
 def get_search_space(name: str) -> SearchSpace:

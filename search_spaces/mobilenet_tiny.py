@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,25 +21,77 @@ from dse.errors import SpecError
 from dse.models import validate_candidate
 from dse.models import EXPANDABLE_STAGES, MAX_WIDTH_MULT, MIN_WIDTH_MULT, NUM_STAGES
 
-__all__ = ["mobilenet_tiny"]
+__all__ = ["check_expand_option", "check_width_option", "mobilenet_tiny"]
 
 WidthOption = Sequence[float] | dict[str, float]
 
 
-def _suggest_width(trial: optuna.Trial, name: str, option: WidthOption) -> float:
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_values(field: str, values: list[Any]) -> None:
+    """Each value is a valid ``field`` of a MobileNet-tiny candidate (its bounds live in the model)."""
+    for value in values:
+        validate_candidate({"arch": "mobilenet_tiny", field: value}, where="space.options")
+
+
+def check_width_option(option: Any) -> None:
+    """``width_mult`` choices (a non-empty list of numbers) or a range ``{low, high, step}``, every
+    value within MobileNet-tiny's bounds, checked without a trial.
+
+    Raises:
+        SpecError: ``space.options.width_mult: ...``, one line.
+    """
+    where = "space.options.width_mult"
     if isinstance(option, dict):
         unknown = set(option) - {"low", "high", "step"}
         if unknown or not {"low", "high"} <= set(option):
-            raise SpecError(f"search space: width_mult: a range needs low and high (and optional step), got {sorted(option)}")
-        low, high = float(option["low"]), float(option["high"])
+            raise SpecError(f"{where}: a range needs low and high (and optional step), got {sorted(option)}")
+        bad = next((k for k in ("low", "high", "step") if k in option and option[k] is not None and not _number(option[k])), None)
+        if bad:
+            raise SpecError(f"{where}: {bad}: expected a finite number, got {option[bad]!r}")
+        low, high, step = float(option["low"]), float(option["high"]), option.get("step")
+        if low > high:
+            raise SpecError(f"{where}: low {low} > high {high}")
         if not MIN_WIDTH_MULT <= low <= high <= MAX_WIDTH_MULT:
-            raise SpecError(f"search space: width_mult: range [{low}, {high}] is outside [{MIN_WIDTH_MULT}, {MAX_WIDTH_MULT}]")
+            raise SpecError(f"{where}: range [{low}, {high}] is outside [{MIN_WIDTH_MULT}, {MAX_WIDTH_MULT}]")
+        if step is not None and not step > 0:
+            raise SpecError(f"{where}: step: expected a number > 0, got {step}")
+        return
+    if isinstance(option, (str, bytes)) or not isinstance(option, (list, tuple)):
+        raise SpecError(f"{where}: expected a list of choices or a range {{low, high, step}}, got {option!r}")
+    if not option:
+        raise SpecError(f"{where}: needs at least one choice")
+    bad = next((v for v in option if not _number(v)), None)
+    if bad is not None or any(v is None for v in option):
+        raise SpecError(f"{where}: expected finite numbers, got {bad!r}")
+    _check_values("width_mult", list(option))
+
+
+def check_expand_option(option: Any) -> None:
+    """``expand_ratio`` choices: a non-empty list of whole numbers within MobileNet-tiny's bounds.
+
+    Raises:
+        SpecError: ``space.options.expand_ratio: ...``, one line.
+    """
+    where = "space.options.expand_ratio"
+    if isinstance(option, (str, bytes)) or not isinstance(option, (list, tuple)):
+        raise SpecError(f"{where}: expected a list of whole numbers, got {option!r}")
+    if not option:
+        raise SpecError(f"{where}: needs at least one choice")
+    bad = next((v for v in option if isinstance(v, bool) or not isinstance(v, int)), None)
+    if bad is not None or any(v is None for v in option):
+        raise SpecError(f"{where}: expected whole numbers, got {bad!r}")
+    _check_values("expand_ratio", list(option))
+
+
+def _suggest_width(trial: optuna.Trial, name: str, option: WidthOption) -> float:
+    """One width from choices or a range (``option`` already checked by :func:`check_width_option`)."""
+    if isinstance(option, dict):
         step = option.get("step")
-        return trial.suggest_float(name, low, high, step=float(step) if step else None)
-    choices = [float(v) for v in option]
-    if not choices:
-        raise SpecError("search space: width_mult: needs at least one choice")
-    return float(trial.suggest_categorical(name, choices))
+        return trial.suggest_float(name, float(option["low"]), float(option["high"]), step=float(step) if step else None)
+    return float(trial.suggest_categorical(name, [float(v) for v in option]))
 
 
 def mobilenet_tiny(
@@ -62,9 +115,11 @@ def mobilenet_tiny(
     Raises:
         SpecError: Bad options, named.
     """
+    check_width_option(width_mult)
+    check_expand_option(expand_ratio)
+    if not isinstance(per_stage, bool):
+        raise SpecError(f"space.options.per_stage: expected true or false, got {per_stage!r}")
     ratios = [int(v) for v in expand_ratio]
-    if not ratios:
-        raise SpecError("search space: expand_ratio: needs at least one choice")
     if per_stage:
         widths: float | list[float] = [_suggest_width(trial, f"width_mult_{i}", width_mult) for i in range(NUM_STAGES)]
         expands: int | list[int] = [

@@ -41,11 +41,11 @@ def nb201(trial: optuna.Trial, *, ops: Sequence[str] = OPS) -> dict[str, Any]:
         SpecError: Bad ``ops``, named.
     """
     if isinstance(ops, str) or not isinstance(ops, Sequence):
-        raise SpecError(f"search space: ops: expected a list of ops from {', '.join(OPS)}, got {ops!r}")
+        raise SpecError(f"space.options.ops: expected a list of ops from {', '.join(OPS)}, got {ops!r}")
     choices = list(dict.fromkeys(ops))
     unknown = [op for op in choices if op not in OPS]
     if not choices or unknown:
         what = f"unknown {unknown}" if unknown else "needs at least one op"
-        raise SpecError(f"search space: ops: {what} (known: {', '.join(OPS)})")
+        raise SpecError(f"space.options.ops: {what} (known: {', '.join(OPS)})")
     picked = [trial.suggest_categorical(f"edge_{i}", choices) for i in range(len(EDGE_SOURCES))]
     return NB201Config(cell=make_cell(picked)).model_dump()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -92,3 +95,24 @@ def kill_session(sid: int, *, timeout: float = 30.0) -> int:
                 pass
         time.sleep(0.2)
     return killed
+
+
+def learning_curve_table(root: Path, n: int = 18, epochs: int = 9) -> Path:
+    """A learning-curve table: trial k's curves rise to a final robust accuracy that grows with k,
+    and its BOPS fall with k's parity (so the front holds several candidates)."""
+    rng = np.random.default_rng(0)
+    trials, rows = [], []
+    for k in range(n):
+        final = 0.2 + 0.7 * k / (n - 1)
+        bops = 1e6 * (2 + (k % 3))
+        trials.append({"number": k, "state": "COMPLETE", "robust_acc": final, "natural_acc": min(1.0, final + 0.1),
+                       "bops": bops, "duration_s": 10.0 * epochs, "measurement": "synthetic"})
+        for e in range(1, epochs + 1):
+            val = final * (1 - math.exp(-e / 2)) + float(rng.normal(0, 0.005))
+            rows.append({"number": k, "epoch": e, "epoch_seconds": 8.0, "val_eval_seconds": 2.0,
+                         "val_robust_acc": val, "val_natural_acc": min(1.0, val + 0.1),
+                         "val_rung_robust_acc": val - 0.02, "val_rung_natural_acc": min(1.0, val + 0.08), "val_rung_eval_seconds": 0.5})
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(trials).to_csv(root / "trials.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "epochs.csv", index=False)
+    return root

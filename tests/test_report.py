@@ -183,7 +183,15 @@ def test_hypervolume_info():
     assert len(info["hypervolume"]) == len(info["numbers"])
     assert np.all(np.diff(info["hypervolume"]) >= -1e-12)
     assert info["reference"][0] == 0.0
-    assert "reference point" in info["title"] and "robust_acc=0" in info["title"]
+    assert "reference box" in info["title"] and "robust_acc=0" in info["reference_text"]
+    # as a fraction of the box from the reference to the ideal point (best feasible value per objective)
+    ok = trials[(trials["state"] == "COMPLETE") & trials["feasible"].astype(bool)]
+    ideal = [ok["robust_acc"].max(), ok["params"].min()]
+    assert info["ideal"] == pytest.approx(ideal)
+    box = (ideal[0] - info["reference"][0]) * (info["reference"][1] - ideal[1])
+    assert info["box_volume"] == pytest.approx(box)
+    assert info["fraction"] == pytest.approx([v / box for v in info["hypervolume"]])
+    assert 0.0 < info["fraction"][-1] <= 1.0
 
 
 def test_dynamics_info_default_selection_and_explicit():
@@ -228,9 +236,9 @@ def test_summary_info_rows():
     trials, _, meta = make_study(n=30, m=2, seed=11)
     pareto = get_pareto_info(trials, meta)
     rows = dict(get_summary_info(trials, meta, pareto))
-    assert rows["Objectives"] == "robust_acc (max), params (min)"
+    assert rows["Objectives"] == "robust_acc (max) [fraction], params (min) [count]"
     assert rows["Constraints"] == "params <= 700000"  # raw: escaping happens in the template
-    assert rows["Pareto set"] == f"{len(pareto['categories']['pareto']['numbers'])} trials"
+    assert rows["Pareto set"] == f"{len(pareto['categories']['pareto']['numbers'])} distinct candidates"
     assert rows["Trials"].startswith("30 in all: ")
     assert rows["Knee point"].startswith(f"trial {pareto['knee']} ")
     assert rows["Sampler"] == "NSGAIISampler" and rows["Storage"] == "sqlite:///study.db"
@@ -289,11 +297,11 @@ def check_page(page: str, trials: pd.DataFrame) -> None:
     assert "<link" not in rest.lower()
     assert MEASUREMENT in page
     assert "params &lt;= 700000" in page  # the constraint, escaped
-    numbers = {int(n) for n in re.findall(r'<tr(?: class="pareto")? data-number="(\d+)"', page)}
+    numbers = {int(n) for n in re.findall(r'<tr(?: class="[a-z]+")? data-number="(\d+)"', page)}
     assert numbers == set(trials["number"].astype(int))
     assert "dse-sortable" in page and "addEventListener" in page
     n_pareto = page.count('<tr class="pareto"')
-    assert f"Pareto set</b></td><td>{n_pareto} trials" in page
+    assert f"Pareto set</b></td><td>{n_pareto} distinct candidates" in page
 
 
 @pytest.mark.parametrize("m", [2, 3, 5])
@@ -334,7 +342,7 @@ def test_write_report_single_objective_and_no_complete_trial(tmp_path):
     check_page(page, trials)
     trials["state"] = "FAIL"
     page = write_report(trials, epochs.iloc[:0], meta, tmp_path / "none.html").read_text(encoding="utf-8")
-    assert "Pareto set</b></td><td>0 trials" in page and page.count("plotly.js v") == 1
+    assert "Pareto set</b></td><td>0 distinct candidates" in page and page.count("plotly.js v") == 1
 
 
 def test_strings_from_data_are_escaped(tmp_path):

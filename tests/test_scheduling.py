@@ -22,7 +22,7 @@ import yaml
 
 from dse import SpecError
 from dse.study.config import load_study_config
-from tests.conftest import kill_session
+from tests.conftest import kill_session, learning_curve_table
 from dse.study.samplers import crowding_distance
 from dse.study.scheduling import MultiObjectiveASHA, RungRecord, rank_order
 
@@ -133,31 +133,10 @@ def test_tie_breaks_inside_a_front():
 
 
 # ------------------------------------------------------------------ replayed studies, Ray Tune
-def _table(root: Path, n: int = 18, epochs: int = 9) -> Path:
-    """A learning-curve table: trial k's curves rise to a final robust accuracy that grows with k,
-    and its BOPS fall with k's parity (so the front holds several candidates)."""
-    rng = np.random.default_rng(0)
-    trials, rows = [], []
-    for k in range(n):
-        final = 0.2 + 0.7 * k / (n - 1)
-        bops = 1e6 * (2 + (k % 3))
-        trials.append({"number": k, "state": "COMPLETE", "robust_acc": final, "natural_acc": min(1.0, final + 0.1),
-                       "bops": bops, "duration_s": 10.0 * epochs, "measurement": "synthetic"})
-        for e in range(1, epochs + 1):
-            val = final * (1 - math.exp(-e / 2)) + float(rng.normal(0, 0.005))
-            rows.append({"number": k, "epoch": e, "epoch_seconds": 8.0, "val_eval_seconds": 2.0,
-                         "val_robust_acc": val, "val_natural_acc": min(1.0, val + 0.1),
-                         "val_rung_robust_acc": val - 0.02, "val_rung_natural_acc": min(1.0, val + 0.08), "val_rung_eval_seconds": 0.5})
-    root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(trials).to_csv(root / "trials.csv", index=False)
-    pd.DataFrame(rows).to_csv(root / "epochs.csv", index=False)
-    return root
-
-
 def _replay_study(tmp_path: Path, **changes) -> Path:
     data = {
         "name": "rp",
-        "space": {"name": "replay", "options": {"table": str(_table(tmp_path / "table"))}},
+        "space": {"name": "replay", "options": {"table": str(learning_curve_table(tmp_path / "table"))}},
         "objectives": [{"name": "robust_acc"}, {"name": "bops"}],
         "metrics": ["natural_acc"],
         "sampler": {"name": "random", "seed": 0},
@@ -275,7 +254,7 @@ def test_resume_after_sigkill_mid_rung_loses_and_repeats_nothing(tmp_path):
     import ray
 
     ray.shutdown()
-    path = _replay_study(tmp_path, budget={"n_trials": 14}, space={"name": "replay", "options": {"table": str(_table(tmp_path / "table")), "time_scale": 0.01}})
+    path = _replay_study(tmp_path, budget={"n_trials": 14}, space={"name": "replay", "options": {"table": str(learning_curve_table(tmp_path / "table")), "time_scale": 0.01}})
     storage = load_study_config(path).storage_url()
     proc = subprocess.Popen([str(EXE / "dse"), "run", str(path), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 180

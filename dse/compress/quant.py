@@ -25,7 +25,8 @@ Choices (documented here once):
 * PACT activations on signed inputs: a layer's input is treated as signed (symmetric PACT, clip to
   ``[-alpha, alpha]``, ``2^k`` uniform levels) once any input it has seen had a negative value.
   The flag ``act_signed`` is a persistent buffer, sticky (never reset) and updated at every
-  forward without a host sync; it can also be set by hand (``layer.act_signed.fill_(True)``).
+  forward without a host sync (not while frozen, :mod:`dse.compress.freeze`); it can also be set
+  by hand (``layer.act_signed.fill_(True)``).
   Inputs after a ReLU never set it; MobileNet's block inputs (linear bottlenecks) do.
 * The first layer's input is the image itself (already 8-bit pixels): it is not quantized, and
   ``act_bits`` of the first layer reports ``first_last_bits``.
@@ -167,6 +168,8 @@ class _QuantMixin:
     """Parameters, buffers and quantizers shared by :class:`QConv2d` and :class:`QLinear`."""
 
     weight: nn.Parameter
+    #: While frozen (:func:`dse.compress.freeze.frozen`): the weights computed with, a constant.
+    frozen_weight: Tensor | None = None
 
     def __init__(self, *args: Any, quant: LayerQuant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # nn.Conv2d / nn.Linear, next in the MRO
@@ -210,14 +213,17 @@ class _QuantMixin:
             return mbn_activation(x, self.act_scale, self.act_shift)  # type: ignore[attr-defined]
         if self.uses_pact:
             signed: Tensor = self.act_signed  # type: ignore[attr-defined]
-            with torch.no_grad():
-                torch.logical_or(signed, x.detach().amin() < 0, out=signed)
+            if self.frozen_weight is None:
+                with torch.no_grad():
+                    torch.logical_or(signed, x.detach().amin() < 0, out=signed)
             assert self.act_bits is not None
             return pact(x, self.act_alpha, self.act_bits, signed=signed)  # type: ignore[attr-defined]
         return x
 
     def quantized_weight(self) -> Tensor:
         """The weights the layer computes with (differentiable through the STEs)."""
+        if self.frozen_weight is not None:
+            return self.frozen_weight
         w = self.weight
         if self.quant_mode == "fixed":
             assert self.weight_bits is not None

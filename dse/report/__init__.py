@@ -10,7 +10,11 @@ Modules, one job each:
 
 * :mod:`dse.report.formatting`: escaping, slugs, number formats, palette;
 * :mod:`dse.report.trials`: reading the trials table (objectives, categories, candidates, hover);
+* :mod:`dse.report.intervals`: 95% (Wilson) intervals of accuracies and statistical ties on the front;
+* :mod:`dse.report.recommended`: the "recommended candidate" panel (the knee, its scores with
+  intervals, checkpoint and the export / train commands);
 * :mod:`dse.report.info` / :mod:`dse.report.figures`: the study sections' data and figures;
+* :mod:`dse.report.table_info`: the table of all trials;
 * :mod:`dse.report.compute_info` / :mod:`dse.report.compute_figures`: the compute section (epochs
   trained and saved by early stopping, hypervolume against epochs);
 * :mod:`dse.report.rescore_info`, :mod:`dse.report.curves_info`,
@@ -27,7 +31,8 @@ Inputs are those of the study runner:
 * ``epochs``: per-epoch metrics (``number``, ``epoch``, ``val_natural_acc``, ...), possibly
   empty;
 * ``meta``: ``name``, ``objectives`` (``[{"name", "direction"}]``), ``metrics``,
-  ``constraints``, ``measurement``, ``storage``, ``sampler``, ``rescore``.
+  ``constraints``, ``measurement``, ``storage``, ``sampler``, ``rescore``; optionally
+  ``study_file`` (the study YAML's path, named in the panel's commands).
 
 Example:
     >>> write_report(trials, epochs, meta, "runs/study/report.html")  # doctest: +SKIP
@@ -40,9 +45,11 @@ from dse.report.info import (
     get_hypervolume_info,
     get_pareto_info,
     get_summary_info,
-    get_table_info,
 )
+from dse.report.intervals import tied_groups, wilson_interval
 from dse.report.page import write_report
+from dse.report.recommended import get_recommended_info
+from dse.report.table_info import get_table_info
 
 __all__ = [
     "export_png",
@@ -50,7 +57,10 @@ __all__ = [
     "get_dynamics_info",
     "get_hypervolume_info",
     "get_pareto_info",
+    "get_recommended_info",
     "get_summary_info",
     "get_table_info",
+    "tied_groups",
+    "wilson_interval",
     "write_report",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dse.report.formatting import PALETTE, escape
+from dse.report.formatting import PALETTE, axis_title, escape, unit_of
 from dse.report.trials import PLOTTED
 
 __all__ = [
     "GREY",
     "KNEE_COLOR",
+    "KNEE_MARKER",
     "PARETO_COLOR",
     "draw_dynamics",
     "draw_hypervolume",
@@ -34,6 +35,29 @@ _MARKERS = {
     "infeasible": {"color": GREY, "size": 8, "symbol": "x", "opacity": 0.8},
 }
 _NAMES = {"pareto": "Pareto", "dominated": "dominated (feasible)", "infeasible": "infeasible"}
+KNEE_MARKER = {"color": KNEE_COLOR, "size": 22, "symbol": "star", "opacity": 1.0,
+               "line": {"color": "black", "width": 1.5}}
+"""The knee: a filled, outlined star larger than every other marker, drawn last (on top)."""
+_KNEE_MARKER_3D = {"color": KNEE_COLOR, "size": 10, "symbol": "diamond", "opacity": 1.0,
+                   "line": {"color": "black", "width": 2}}
+
+
+def _error_bars(data: dict[str, Any], k: int) -> dict[str, Any] | None:
+    """Asymmetric plotly error bars of objective ``k`` (None when no point has an interval)."""
+    values = [v[k] for v in data["values"]]
+    lows = [lo[k] for lo in data.get("low", [])]
+    highs = [hi[k] for hi in data.get("high", [])]
+    if not lows or all(lo is None for lo in lows):
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [0.0 if hi is None else hi - v for v, hi in zip(values, highs)],
+        "arrayminus": [0.0 if lo is None else v - lo for v, lo in zip(values, lows)],
+        "color": PARETO_COLOR,
+        "thickness": 1,
+        "width": 3,
+    }
 
 
 def draw_pareto_pair(info: dict[str, Any], pair_index: int):
@@ -45,6 +69,9 @@ def draw_pareto_pair(info: dict[str, Any], pair_index: int):
     fig = go.Figure()
     for cat in PLOTTED:
         data = info["categories"][cat]
+        bars = {}
+        if cat == "pareto":  # 95% intervals of the front members (accuracies)
+            bars = {"error_x": _error_bars(data, i), "error_y": _error_bars(data, j)}
         fig.add_trace(
             go.Scatter(
                 x=[v[i] for v in data["values"]],
@@ -55,6 +82,7 @@ def draw_pareto_pair(info: dict[str, Any], pair_index: int):
                 hovertext=data["hover"],
                 hovertemplate="%{hovertext}<extra></extra>",
                 customdata=data["numbers"],
+                **{k: v for k, v in bars.items() if v is not None},
             )
         )
     if len(step["x"]) > 1:
@@ -70,10 +98,11 @@ def draw_pareto_pair(info: dict[str, Any], pair_index: int):
         )
     _add_knee(fig, info, lambda v: {"x": [v[i]], "y": [v[j]]}, go.Scatter)
     labels = [escape(lbl) for lbl in info["labels"]]
+    titles = _axis_titles(info)
     fig.update_layout(
         title=f"Pareto front: {labels[i]} vs {labels[j]}",
-        xaxis_title=labels[i],
-        yaxis_title=labels[j],
+        xaxis_title=titles[i],
+        yaxis_title=titles[j],
         height=480,
         template="plotly_white",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.0},
@@ -82,8 +111,14 @@ def draw_pareto_pair(info: dict[str, Any], pair_index: int):
     return fig
 
 
-def _add_knee(fig, info: dict[str, Any], coords, trace_cls, symbol: str = "star-open") -> None:
-    """Rings the knee point (if any) with an open marker."""
+def _axis_titles(info: dict[str, Any]) -> list[str]:
+    """Escaped axis titles with units (``"robust_acc (max) [fraction]"``)."""
+    titles = info.get("axis_titles") or [axis_title(n, d) for n, d in zip(info["objectives"], info["directions"])]
+    return [escape(t) for t in titles]
+
+
+def _add_knee(fig, info: dict[str, Any], coords, trace_cls, marker: dict[str, Any] | None = None) -> None:
+    """Marks the knee point (if any) with a filled, outlined, larger marker, added last (on top)."""
     knee = info.get("knee")
     if knee is None:
         return
@@ -92,8 +127,8 @@ def _add_knee(fig, info: dict[str, Any], coords, trace_cls, symbol: str = "star-
     fig.add_trace(
         trace_cls(
             mode="markers",
-            name=f"knee (trial {knee})",
-            marker={"color": "rgba(0,0,0,0)", "size": 16, "symbol": symbol, "line": {"color": KNEE_COLOR, "width": 2}},
+            name=f"knee (trial {knee}): recommended",
+            marker=marker or KNEE_MARKER,
             hovertext=[data["hover"][k]],
             hovertemplate="%{hovertext}<extra></extra>",
             **coords(data["values"][k]),
@@ -120,8 +155,9 @@ def draw_pareto_single(info: dict[str, Any]):
             )
         )
     label = escape(info["labels"][0])
-    fig.update_layout(title=f"{label} per trial", xaxis_title="trial number", yaxis_title=label, height=450,
-                      template="plotly_white")
+    _add_knee(fig, info, lambda v: {"x": [info["knee"]], "y": [v[0]]}, go.Scatter)
+    fig.update_layout(title=f"{label} per trial", xaxis_title="trial number", yaxis_title=_axis_titles(info)[0],
+                      height=450, template="plotly_white")
     return fig
 
 
@@ -147,11 +183,12 @@ def draw_pareto_3d(info: dict[str, Any]):
                 hovertemplate="%{hovertext}<extra></extra>",
             )
         )
-    _add_knee(fig, info, lambda v: {"x": [v[0]], "y": [v[1]], "z": [v[2]]}, go.Scatter3d, symbol="circle-open")
+    _add_knee(fig, info, lambda v: {"x": [v[0]], "y": [v[1]], "z": [v[2]]}, go.Scatter3d, marker=_KNEE_MARKER_3D)
     labels = [escape(lbl) for lbl in info["labels"]]
+    titles = _axis_titles(info)
     fig.update_layout(
         title="Pareto front: " + ", ".join(labels[:3]),
-        scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2]},
+        scene={"xaxis_title": titles[0], "yaxis_title": titles[1], "zaxis_title": titles[2]},
         height=620,
         template="plotly_white",
     )
@@ -163,25 +200,30 @@ def draw_parcoords(info: dict[str, Any]):
     import plotly.graph_objects as go
 
     cats = ("dominated", "pareto")
+    knee = info.get("knee")
     values = [v for c in cats for v in info["categories"][c]["values"]]
-    colors = [1.0 if c == "pareto" else 0.0 for c in cats for _ in info["categories"][c]["values"]]
+    colors = [
+        (2.0 if n == knee else 1.0) if c == "pareto" else 0.0
+        for c in cats for n in info["categories"][c]["numbers"]
+    ]
     dims = []
-    for k, (label, direction) in enumerate(zip(info["labels"], info["directions"])):
+    for k, (label, direction) in enumerate(zip(_axis_titles(info), info["directions"])):
         col = [v[k] for v in values]
-        dim: dict[str, Any] = {"label": escape(label), "values": col}
+        dim: dict[str, Any] = {"label": label, "values": col}
         if col:
             lo, hi = min(col), max(col)
             dim["range"] = [lo, hi] if direction == "maximize" else [hi, lo]
         dims.append(dim)
     fig = go.Figure(
         go.Parcoords(
-            line={"color": colors, "colorscale": [[0.0, "#d0d0d0"], [1.0, PARETO_COLOR]], "cmin": 0.0, "cmax": 1.0},
+            line={"color": colors, "cmin": 0.0, "cmax": 2.0,
+                  "colorscale": [[0.0, "#d0d0d0"], [0.5, PARETO_COLOR], [1.0, KNEE_COLOR]]},
             dimensions=dims,
         )
     )
     n_p = len(info["categories"]["pareto"]["numbers"])
     fig.update_layout(
-        title=f"All objectives (Pareto trials in blue: {n_p}; feasible dominated in grey; better is up)",
+        title=f"All objectives (Pareto trials in blue: {n_p}; knee in red; feasible dominated in grey; better is up)",
         height=480,
         template="plotly_white",
     )
@@ -189,13 +231,14 @@ def draw_parcoords(info: dict[str, Any]):
 
 
 def draw_hypervolume(info: dict[str, Any]):
-    """Hypervolume against the trial number."""
+    """Hypervolume against the trial number, as a fraction of the reference box when there is one."""
     import plotly.graph_objects as go
 
+    fraction = info.get("fraction")
     fig = go.Figure(
         go.Scatter(
             x=info["numbers"],
-            y=info["hypervolume"],
+            y=info["hypervolume"] if fraction is None else fraction,
             mode="lines+markers",
             line={"shape": "hv", "color": PARETO_COLOR},
             marker={"size": 4},
@@ -205,7 +248,8 @@ def draw_hypervolume(info: dict[str, Any]):
     fig.update_layout(
         title=escape(info["title"]),
         xaxis_title="trial number",
-        yaxis_title="hypervolume",
+        yaxis_title="hypervolume" if fraction is None else "hypervolume [fraction]",
+        yaxis_range=None if fraction is None else [0.0, 1.0],
         height=420,
         template="plotly_white",
     )
@@ -241,6 +285,7 @@ def draw_dynamics(info: dict[str, Any]):
                 col=c + 1,
             )
             fig.update_xaxes(title_text="epoch", row=1, col=c + 1)
+            fig.update_yaxes(title_text=escape(unit_of(metric.removeprefix("val_")) or ""), row=1, col=c + 1)
     fig.update_layout(
         title="Training dynamics of the selected trials (validation metrics per epoch)",
         height=440,

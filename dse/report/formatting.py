@@ -20,6 +20,7 @@ import pandas as pd
 
 __all__ = [
     "PALETTE",
+    "axis_title",
     "candidate_dict",
     "escape",
     "finite_float",
@@ -33,6 +34,7 @@ __all__ = [
     "slug",
     "sort_key",
     "spread",
+    "unit_of",
     "wrap",
 ]
 
@@ -51,6 +53,17 @@ PALETTE = (
     "#7f7f7f",
 )
 """Line colours of the report's figures, cycled over trials."""
+
+_UNITS = (  # (name test, unit), first match wins
+    (lambda n: re.search(r"(^|[._])acc($|[._])", n) is not None, "fraction"),
+    (lambda n: n == "params" or n.endswith("_params"), "count"),
+    (lambda n: n == "macs" or n.endswith("_macs"), "MACs"),
+    (lambda n: n == "bops" or n.endswith("_bops"), "BOPs"),
+    (lambda n: n.endswith("bytes"), "bytes"),
+    (lambda n: n.endswith("_ms"), "ms"),
+    (lambda n: n == "sparsity", "fraction"),
+    (lambda n: n == "pert_instability", "KL, nats"),
+)
 
 HOVER_WRAP = 90  # characters per hover line of a long string (a measurement)
 
@@ -130,6 +143,22 @@ def sort_key(key: Any) -> str:
 def short_direction(direction: str) -> str:
     """``"max"`` or ``"min"``."""
     return "max" if direction == "maximize" else "min"
+
+
+def unit_of(name: str) -> str | None:
+    """The unit of an objective or metric (``"fraction"`` for accuracies, ``"count"`` for params,
+    ``"MACs"``, ``"BOPs"``, ``"bytes"``, ``"ms"``); None when dse does not know it."""
+    for test, unit in _UNITS:
+        if test(str(name)):
+            return unit
+    return None
+
+
+def axis_title(name: str, direction: str | None = None) -> str:
+    """An axis title with direction and unit: ``"robust_acc (max) [fraction]"``."""
+    title = str(name) + (f" ({short_direction(direction)})" if direction else "")
+    unit = unit_of(name)
+    return f"{title} [{unit}]" if unit else title
 
 
 def mask_password(url: str) -> str:

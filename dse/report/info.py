@@ -7,33 +7,43 @@ numbers (tested directly, no plotly); :mod:`dse.report.figures` draws them and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dse.report.formatting import finite_float, flag_list, is_missing, mask_password, short_direction, spread
+from dse.report.formatting import (
+    axis_title,
+    finite_float,
+    flag_list,
+    mask_password,
+    short_direction,
+    spread,
+)
+from dse.report.intervals import front_ties, trial_intervals, trial_samples
 from dse.report.trials import (
     PLOTTED,
     candidate_columns,
     recorded_metrics,
+    repeats_of,
     row_candidate,
     short_label,
     sorted_by_number,
     study_objectives,
-    table_cell,
     trial_categories,
     trial_hover,
 )
 from dse.study.pareto import (
     best_trial,
+    candidate_mask,
     default_reference,
     hypervolume_history,
     knee_point,
     non_dominated_mask,
+    objective_values,
     pareto_mask,
+    to_minimization,
 )
 
 __all__ = [
@@ -46,7 +56,6 @@ __all__ = [
     "get_masking_info",
     "get_pareto_info",
     "get_summary_info",
-    "get_table_info",
 ]
 
 DYNAMICS_METRICS = ("val_natural_acc", "val_robust_acc", "val_pert_instability")
@@ -68,25 +77,42 @@ def get_pareto_info(trials: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, 
         meta: The study meta (``objectives``, ``metrics``).
 
     Returns:
-        A dict with ``objectives``, ``directions``, ``labels`` (axis titles such as
-        ``"robust_acc (max)"``), ``metrics``, ``categories`` (for ``pareto``, ``dominated`` and
-        ``infeasible``: ``numbers``, ``values`` (one list of objective values per point) and
-        ``hover``), ``pairs`` (objective index pairs to draw), ``steps`` (one per pair: the
-        2-D non-dominated subset of the Pareto points sorted along x, with ``line_shape``),
-        ``knee`` (trial number or None) and ``counts`` (trials per category, all categories).
+        A dict with ``objectives``, ``directions``, ``labels`` (``"robust_acc (max)"``),
+        ``axis_titles`` (with units: ``"robust_acc (max) [fraction]"``), ``metrics``,
+        ``categories`` (for ``pareto``, ``dominated`` and ``infeasible``: ``numbers``, ``values``
+        (one list of objective values per point), ``low`` / ``high`` (the 95% interval bounds per
+        point and objective, None where there is none: see :mod:`dse.report.intervals`) and
+        ``hover``), ``pairs`` (objective index pairs to draw), ``steps`` (one per pair: the 2-D
+        non-dominated subset of the Pareto points sorted along x, with ``line_shape``), ``knee``
+        (trial number or None), ``ties`` (``{front member: [members it is statistically tied
+        with]}``) and ``counts`` (trials per category, all categories; repeats are ``repeat``).
     """
     specs, names, directions = study_objectives(meta)
     metrics = recorded_metrics(trials, meta, names)
-    trials = sorted_by_number(trials)
+    trials = sorted_by_number(trials).reset_index(drop=True)
     cats = trial_categories(trials, specs)
     cand_cols = candidate_columns(trials)
+    intervals = trial_intervals(trials, meta, list(names) + metrics)
+    samples = trial_samples(trials, meta)
+    repeats = repeats_of(trials)
+    ties = front_ties(trials, meta, names, cats.eq("pareto"))
     categories: dict[str, dict[str, list]] = {}
     for cat in PLOTTED:
         rows = trials[cats.eq(cat)]
         categories[cat] = {
             "numbers": [int(n) for n in rows["number"]],
             "values": [[float(r[n]) for n in names] for _, r in rows.iterrows()],
-            "hover": [trial_hover(r, cat, names, metrics, cand_cols) for _, r in rows.iterrows()],
+            "low": [[_bound(intervals, n, 0, i) for n in names] for i in rows.index],
+            "high": [[_bound(intervals, n, 1, i) for n in names] for i in rows.index],
+            "hover": [
+                trial_hover(
+                    r, cat, names, metrics, cand_cols,
+                    intervals={k: (lo[i], hi[i]) for k, (lo, hi) in intervals.items()},
+                    samples=samples[i], repeats=repeats.get(int(r["number"]), ()),
+                    tied=ties.get(int(r["number"]), ()),
+                )
+                for i, r in rows.iterrows()
+            ],
         }
 
     pareto_vals = np.asarray(categories["pareto"]["values"], dtype=float).reshape(-1, len(names))
@@ -115,13 +141,20 @@ def get_pareto_info(trials: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, 
         "objectives": names,
         "directions": directions,
         "labels": [f"{n} ({short_direction(d)})" for n, d in zip(names, directions)],
+        "axis_titles": [axis_title(n, d) for n, d in zip(names, directions)],
         "metrics": metrics,
         "categories": categories,
         "pairs": [list(p) for p in pairs],
         "steps": steps,
         "knee": knee,
+        "ties": ties,
         "counts": {str(k): int(v) for k, v in cats.value_counts().items()},
     }
+
+
+def _bound(intervals: Mapping[str, tuple[np.ndarray, np.ndarray]], name: str, side: int, i: int) -> float | None:
+    """One interval bound of row ``i`` (None when ``name`` has no interval there)."""
+    return finite_float(intervals[name][side][i]) if name in intervals else None
 
 
 def get_hypervolume_info(
@@ -129,7 +162,11 @@ def get_hypervolume_info(
     meta: Mapping[str, Any],
     reference: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Hypervolume of the feasible front after each trial.
+    """Hypervolume of the feasible front after each trial, raw and as a fraction of the reference box.
+
+    The *reference box* spans, per objective, from the reference point to the ideal point (the
+    best value of that objective over the complete, feasible, distinct trials); the front's
+    hypervolume divided by the box's volume is 1 only when one trial is best in every objective.
 
     Args:
         trials: The trials table.
@@ -137,19 +174,39 @@ def get_hypervolume_info(
         reference: Reference point in the objectives' units (``default_reference`` if None).
 
     Returns:
-        A dict with ``numbers``, ``hypervolume`` (same length), ``reference`` (list),
-        ``reference_text`` (``"robust_acc=0, params=5.5e+05"``) and ``title``.
+        A dict with ``numbers``, ``hypervolume`` (same length, in the objectives' units
+        multiplied), ``fraction`` (same length, or None when the box is empty), ``reference``
+        and ``ideal`` (lists; ``ideal`` None without a feasible trial), ``reference_text``
+        (``"robust_acc=0, params=5.5e+05"``), ``ideal_text``, ``box_volume`` and ``title``.
     """
-    specs, names, _ = study_objectives(meta)
+    specs, names, directions = study_objectives(meta)
     ref = default_reference(trials, specs) if reference is None else np.asarray(reference, dtype=float)
     hist = hypervolume_history(trials, specs, ref)
     ref_text = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, ref))
+    cand = candidate_mask(trials, specs).to_numpy() if len(trials) else np.zeros(0, bool)
+    ideal = None
+    box = 0.0
+    if cand.any():
+        best = to_minimization(objective_values(trials, names)[cand], directions).min(axis=0)
+        ideal = to_minimization(best, directions)  # back to the objectives' own signs
+        box = float(np.prod(np.clip(to_minimization(ref, directions) - best, 0.0, None)))
+    raw = [float(v) for v in hist["hypervolume"]]
+    fraction = [v / box for v in raw] if box > 0 and np.isfinite(box) else None
+    ideal_text = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, ideal)) if ideal is not None else "none"
     return {
         "numbers": [int(n) for n in hist["number"]],
-        "hypervolume": [float(v) for v in hist["hypervolume"]],
+        "hypervolume": raw,
+        "fraction": fraction,
         "reference": [float(v) for v in ref],
+        "ideal": None if ideal is None else [float(v) for v in ideal],
         "reference_text": ref_text,
-        "title": f"Hypervolume of the feasible front (reference point: {ref_text})",
+        "ideal_text": ideal_text,
+        "box_volume": box,
+        "title": (
+            "Hypervolume of the feasible front, as a fraction of the reference box"
+            if fraction is not None
+            else f"Hypervolume of the feasible front (reference point: {ref_text})"
+        ),
     }
 
 
@@ -217,63 +274,6 @@ def get_dynamics_info(
             "message": None}
 
 
-def get_table_info(trials: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The table of all trials (raw, unescaped strings; escaping happens when rendering).
-
-    Args:
-        trials: The trials table.
-        meta: The study meta (``objectives``, ``metrics``).
-
-    Returns:
-        A dict with ``columns`` (header names) and ``rows``: one dict per trial (ordered by
-        number) with ``number``, ``pareto`` (bool) and ``cells`` (``[display, sort_key]`` per
-        column; ``sort_key`` is a number, a string, or None for a missing value).
-    """
-    specs, names, _ = study_objectives(meta)
-    metrics = recorded_metrics(trials, meta, names)
-    trials = sorted_by_number(trials)
-    cats = trial_categories(trials, specs)
-    cand_cols = candidate_columns(trials)
-    derived: list[str] = []
-    cand_dicts: list[dict] = []
-    if not cand_cols:  # fall back to the candidate JSON
-        for _, row in trials.iterrows():
-            cand_dicts.append(row_candidate(row, []))
-            derived += [k for k in cand_dicts[-1] if k not in derived]
-    cand_headers = [c[len("cand.") :] for c in cand_cols] if cand_cols else derived
-
-    # (header, kind, key): kind is "col" (a trials column), "cand" (a candidate key) or special.
-    spec: list[tuple[str, str, str]] = [("number", "col", "number"), ("state", "col", "state"),
-                                        ("pareto", "pareto", ""), ("feasible", "feasible", "")]
-    if "constraint_violation" in trials.columns:
-        spec.append(("constraint_violation", "col", "constraint_violation"))
-    spec += [(c, "col", c) for c in list(names) + metrics]
-    spec += [(h, "cand", h) for h in cand_headers]
-    spec += [(c, "col", c) for c in trials.columns if c == "masking_flags" or c.startswith(("rescore.", "attack."))]
-    if "duration_s" in trials.columns:
-        spec.append(("duration_s", "col", "duration_s"))
-    spec.append(("error", "col", "error"))
-
-    rows = []
-    for pos, (idx, row) in enumerate(trials.iterrows()):
-        cells: list[list[Any]] = []
-        for _, kind, key in spec:
-            if kind == "pareto":
-                value: Any = bool(cats[idx] == "pareto")
-            elif kind == "feasible":
-                value = row.get("feasible") if "feasible" in row.index else True
-                value = None if is_missing(value) else bool(value)
-            elif kind == "cand":
-                value = cand_dicts[pos].get(key) if cand_dicts else row.get("cand." + key)
-                if isinstance(value, (list, dict)):
-                    value = json.dumps(value)
-            else:
-                value = row.get(key) if key in row.index else None
-            cells.append(table_cell(value))
-        rows.append({"number": int(row["number"]), "pareto": bool(cats[idx] == "pareto"), "cells": cells})
-    return {"columns": [h for h, _, _ in spec], "rows": rows}
-
-
 def get_summary_info(trials: pd.DataFrame, meta: Mapping[str, Any], pareto: Mapping[str, Any]) -> list[list[str]]:
     """The summary table at the top of the page: ``[label, text]`` rows (raw strings).
 
@@ -291,18 +291,21 @@ def get_summary_info(trials: pd.DataFrame, meta: Mapping[str, Any], pareto: Mapp
     counts = pareto["counts"]
     n_complete = sum(counts.get(c, 0) for c in ("pareto", "dominated", "infeasible", "missing"))
     constraints = [str(c) for c in meta.get("constraints") or []]
+    repeats = counts.get("repeat", 0)
     rows = [
-        ["Objectives", ", ".join(pareto["labels"])],
+        ["Objectives", ", ".join(pareto["axis_titles"])],
         ["Recorded metrics", ", ".join(pareto["metrics"]) or "none"],
         ["Constraints", "; ".join(constraints) if constraints else "none"],
         [
             "Trials",
-            f"{len(trials)} in all: {n_complete} complete "
+            f"{len(trials)} in all: {n_complete} complete distinct candidates "
             f"({counts.get('pareto', 0) + counts.get('dominated', 0)} feasible, "
-            f"{counts.get('infeasible', 0)} infeasible), {counts.get('failed', 0)} failed, "
+            f"{counts.get('infeasible', 0)} infeasible), "
+            + (f"{repeats} repeats of earlier candidates (results reused, counted once), " if repeats else "")
+            + f"{counts.get('failed', 0)} failed, "
             f"{counts.get('running', 0)} running, {counts.get('pruned', 0)} pruned",
         ],
-        ["Pareto set", f"{counts.get('pareto', 0)} trials"],
+        ["Pareto set", f"{counts.get('pareto', 0)} distinct candidates"],
     ]
     if pareto["knee"] is not None:
         knee = f"trial {pareto['knee']} (closest to the ideal point, objectives normalized over the front)"

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
+from dse.io import atomic_write_text
 from dse.report.chromium import export_png
 from dse.report.compute_figures import compute_figures
 from dse.report.compute_info import compute_section_wanted, get_compute_info, scheduler_name
@@ -27,10 +28,11 @@ from dse.report.info import (
     get_masking_info,
     get_pareto_info,
     get_summary_info,
-    get_table_info,
 )
+from dse.report.recommended import get_recommended_info
 from dse.report.rendering import render
 from dse.report.robustness import robustness_sections, robustness_summary
+from dse.report.table_info import get_table_info
 from dse.report.trials import study_objectives
 
 __all__ = ["write_report"]
@@ -59,7 +61,8 @@ def _table_rows(table: Mapping[str, Any]) -> list[dict[str, Any]]:
             {"display": display, "sort": key, "css_class": "error" if column == "error" else "", "style": ""}
             for column, (display, key) in zip(table["columns"], row["cells"])
         ]
-        rows.append({"number": row["number"], "css_class": "pareto" if row["pareto"] else "", "cells": cells})
+        css = "pareto" if row["pareto"] else "repeat" if row.get("repeat") else ""
+        rows.append({"number": row["number"], "css_class": css, "cells": cells})
     return rows
 
 
@@ -89,8 +92,9 @@ def write_report(
 ) -> Path:
     """Writes the study report as one self-contained, offline HTML file.
 
-    The page holds a summary (measurement, objectives, constraints, trial counts, Pareto-set
-    size, knee point), the Pareto plots (a 2-D scatter per objective pair, a 3-D scatter for
+    The page opens with the recommended candidate (the knee: see
+    :mod:`dse.report.recommended`), then holds a summary (measurement, objectives, constraints,
+    trial counts, Pareto-set size, knee point), the Pareto plots (a 2-D scatter per objective pair, a 3-D scatter for
     three objectives, parallel coordinates beyond three), the hypervolume per trial, the
     compute section (when trials were stopped early or the scheduler is not ``fifo``: see
     :mod:`dse.report.compute_info`), per-epoch dynamics of the selected trials, the
@@ -102,7 +106,8 @@ def write_report(
         epochs: Per-epoch metrics; may be empty or None.
         meta: The study meta (``name``, ``objectives``, ``metrics``, ``constraints``,
             ``measurement``, ``storage``, ``sampler``, ``rescore``; optionally ``scheduler``
-            (a name or ``{"name": ...}``) and ``max_epochs``).
+            (a name or ``{"name": ...}``), ``max_epochs`` and ``study_file`` (the study YAML,
+            named in the recommended candidate's ``dse export`` command)).
         path: The HTML file to write (parent folders are created).
         selected: Trial numbers whose training dynamics are drawn (default: the Pareto
             trials, at most 8).
@@ -150,6 +155,7 @@ def write_report(
         name=str(meta.get("name") or "study"),
         measurement=meta.get("measurement") or "not recorded",
         summary=get_summary_info(trials, meta, pareto),
+        recommended=get_recommended_info(trials, meta, pareto),
         figures=blocks,
         hypervolume=hv,
         dynamics=dyn,
@@ -160,5 +166,5 @@ def write_report(
         table={"columns": table["columns"], "rows": _table_rows(table)},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dse.report.formatting import candidate_dict, escape, flag_list, format_cell, is_missing
+from dse.report.intervals import interval_text
 from dse.study.pareto import (
     candidate_mask,
     objective_directions,
@@ -27,6 +28,8 @@ from dse.study.pareto import (
 __all__ = [
     "PLOTTED",
     "candidate_columns",
+    "repeat_mask",
+    "repeats_of",
     "candidate_lines",
     "row_candidate",
     "short_label",
@@ -82,12 +85,36 @@ def _states(trials: pd.DataFrame) -> pd.Series:
     return trials["state"].astype(str).str.upper()
 
 
+def repeat_mask(trials: pd.DataFrame) -> pd.Series:
+    """True for a repeat: a trial whose sampler proposed an already-scored candidate and that reused
+    that trial's result (``duplicate_of`` set). Each candidate counts once: its original does."""
+    if "duplicate_of" not in trials.columns:
+        return pd.Series(False, index=trials.index, dtype=bool)
+    return trials["duplicate_of"].map(lambda v: not is_missing(v)).astype(bool)
+
+
+def repeats_of(trials: pd.DataFrame) -> dict[int, list[int]]:
+    """``{original trial number: [numbers of its repeats, ascending]}`` (originals with repeats only)."""
+    out: dict[int, list[int]] = {}
+    if "duplicate_of" not in trials.columns or "number" not in trials.columns:
+        return out
+    repeat = repeat_mask(trials)
+    for number, original in zip(trials.loc[repeat, "number"], trials.loc[repeat, "duplicate_of"]):
+        try:
+            out.setdefault(int(float(original)), []).append(int(number))
+        except (TypeError, ValueError):
+            continue
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def trial_categories(trials: pd.DataFrame, specs: Sequence[dict]) -> pd.Series:
     """Category of each trial.
 
     ``pareto`` / ``dominated`` (complete, feasible), ``infeasible`` (complete, a constraint
-    violated), ``missing`` (complete but without every objective value), ``failed``,
-    ``running`` (RUNNING or WAITING), ``pruned``, or the lower-cased state otherwise.
+    violated), ``missing`` (complete but without every objective value), ``repeat`` (complete,
+    a reused result of an earlier trial's candidate: see :func:`repeat_mask`; never drawn, never
+    counted as a complete candidate), ``failed``, ``running`` (RUNNING or WAITING), ``pruned``,
+    or the lower-cased state otherwise.
     """
     states = _states(trials)
     cat = states.str.lower().copy()
@@ -100,6 +127,7 @@ def trial_categories(trials: pd.DataFrame, specs: Sequence[dict]) -> pd.Series:
     front = pareto_mask(trials, specs)
     cat[complete & ~has_values] = "missing"
     cat[complete & has_values & ~feasible_cand] = "infeasible"
+    cat[complete & repeat_mask(trials)] = "repeat"
     cat[feasible_cand & ~front] = "dominated"
     cat[front] = "pareto"
     return cat
@@ -128,13 +156,39 @@ def candidate_lines(cand: Mapping[str, Any]) -> list[str]:
 
 
 def trial_hover(
-    row: pd.Series, category: str, names: Sequence[str], metrics: Sequence[str], cand_cols: Sequence[str]
+    row: pd.Series,
+    category: str,
+    names: Sequence[str],
+    metrics: Sequence[str],
+    cand_cols: Sequence[str],
+    *,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+    samples: int | None = None,
+    repeats: Sequence[int] = (),
+    tied: Sequence[int] = (),
 ) -> str:
-    """Hover text of one trial (plotly's HTML subset; data strings escaped)."""
+    """Hover text of one trial (plotly's HTML subset; data strings escaped).
+
+    ``intervals`` (``{column: (low, high)}``) adds a 95% interval after a value, ``samples`` the
+    count they were measured on; ``repeats`` names the later trials that reused this one's result
+    and ``tied`` the front members it is statistically tied with.
+    """
     parts = [f"<b>trial {int(row['number'])}</b> ({escape(category)})"]
     parts += [escape(line) for line in candidate_lines(row_candidate(row, cand_cols))]
+    shown = False
     for col in list(names) + list(metrics):
-        parts.append(f"{escape(col)}: {escape(format_cell(row.get(col)))}")
+        text = f"{escape(col)}: {escape(format_cell(row.get(col)))}"
+        bounds = interval_text(*(intervals or {}).get(col, (None, None)))
+        if bounds:
+            text += f" 95% CI {bounds}"
+            shown = True
+        parts.append(text)
+    if shown and samples:
+        parts.append(f"(Wilson intervals over {int(samples)} evaluated samples)")
+    if tied:
+        parts.append("statistically tied with " + ", ".join(f"#{n}" for n in tied))
+    if repeats:
+        parts.append("repeated by " + ", ".join(f"#{n}" for n in repeats) + " (same candidate, result reused)")
     violation = row.get("constraint_violation") if "constraint_violation" in row.index else None
     if category == "infeasible" and not is_missing(violation):
         parts.append(f"constraint violation: {escape(format_cell(violation))}")

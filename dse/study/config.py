@@ -20,7 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dse.errors import SpecError
-from dse.errors import one_line_error, read_yaml_mapping
+from dse.errors import one_line_error, read_yaml_mapping, refuse_non_finite
+from dse.study.paths import DEFAULT_LOOKUP_ROOT, resolve_study_paths
 
 __all__ = [
     "BudgetConfig",
@@ -197,17 +198,34 @@ class ExecutionConfig(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0)
     concurrency: int = Field(1, ge=1)
     num_cpus: int | None = Field(None, ge=1)
+    #: Seconds between a driver's heartbeats for the trials it runs; a RUNNING trial whose last
+    #: heartbeat is older than ``grace_period`` (default 3 intervals) belongs to a driver that is
+    #: gone, and ``dse resume`` (or any live driver) runs its candidate again.
+    heartbeat_interval: int = Field(10, ge=1)
+    grace_period: int | None = Field(None, ge=1)
+
+    def grace(self) -> int:
+        """Seconds without a heartbeat after which a RUNNING trial counts as interrupted."""
+        return self.grace_period if self.grace_period is not None else 3 * self.heartbeat_interval
 
 
 class LookupConfig(_Strict):
-    """Where tabular (no-training) objectives read published results from."""
+    """Where tabular (no-training) objectives read published results from (``root`` left out:
+    :data:`dse.study.paths.DEFAULT_LOOKUP_ROOT`, beside the checkout)."""
 
-    root: str = "../shared/data/nb201-robustness"
+    root: str = str(DEFAULT_LOOKUP_ROOT)
     dataset: Literal["cifar10", "cifar100"] = "cifar10"
 
 
 class StudyConfig(_Strict):
-    """One study file."""
+    """One study file.
+
+    Paths: a relative path in the file (``data.root``, ``lookup.root``, ``output_dir``,
+    ``space.options.table``, a ``sqlite:///`` storage file) is relative to the folder of the study
+    file, and ``~`` is the home folder; :func:`load_study_config` makes them all absolute, so the
+    file means the same from any working directory. ``output_dir`` left out is ``runs/NAME`` under
+    the working directory (see :mod:`dse.study.paths`).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -348,7 +366,11 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
 
     Args:
         path: The YAML file.
-        overrides: Top-level fields replaced after reading (e.g. from CLI flags).
+        overrides: Top-level fields replaced after reading (e.g. from CLI flags), taken as if
+            written in the file (a relative path in them is relative to the file's folder).
+
+    Returns:
+        The validated study, with every path absolute (see :class:`StudyConfig`).
 
     Raises:
         SpecError: ``FILE: field.path: message`` on the first problem.
@@ -365,34 +387,30 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
         config = StudyConfig.model_validate(data)
     except ValidationError as err:
         raise SpecError(one_line_error(err, where=str(p))) from err
-    config = _absolute_paths(config)
+    config = resolve_study_paths(config, p.resolve().parent)
     _check_recipe_and_space(config, where=str(p))
     _check_scheduler(config, where=str(p))
     _check_sampler_storage_output(config, where=str(p))
     return config
 
 
-def _absolute_paths(config: StudyConfig) -> StudyConfig:
-    """Resolves relative paths against the working directory now: Ray trials run elsewhere."""
-    update: dict[str, Any] = {"output_dir": str(config.out_dir().resolve())}
-    if config.data.root:
-        update["data"] = config.data.model_copy(update={"root": str(Path(config.data.root).expanduser().resolve())})
-    if config.is_replay and isinstance(config.space.options.get("table"), str):
-        table = str(Path(config.space.options["table"]).expanduser().resolve())
-        update["space"] = config.space.model_copy(update={"options": {**config.space.options, "table": table}})
-    if config.lookup is not None:
-        update["lookup"] = config.lookup.model_copy(update={"root": str(Path(config.lookup.root).expanduser().resolve())})
-    return config.model_copy(update=update)
-
-
 def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
     """Validates the parts checked by other modules: recipe, eval settings and space options."""
+    from objectives import is_lookup_objective
     from search_spaces import check_options
 
+    for section in ("recipe", "eval"):
+        refuse_non_finite(getattr(config, section), where, section)
+    refuse_non_finite(config.sampler.options, where, "sampler.options")
     try:
-        check_options(config.space.name, config.space.options)
+        check_options(config.space.name, config.space.options, config.space.fixed)
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from err
+    lookup = is_lookup_objective(config.objectives[0].name)
+    if lookup and config.space.name != "nb201":
+        raise SpecError(f"{where}: space.name: nb201_* objectives are looked up for NAS-Bench-201 cells: use space nb201, not {config.space.name}")
+    if config.space.name == "nb201" and not lookup:
+        raise SpecError(f"{where}: space.name: nb201 cells are not trained: score them with nb201_* objectives (not {config.objectives[0].name})")
     if config.is_replay:
         from search_spaces.replay import load_table
 
@@ -441,15 +459,9 @@ def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from None
     if config.storage:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+        from dse.study.preflight import check_storage_url
 
-        try:
-            make_url(config.storage).get_dialect()
-        except (ArgumentError, NoSuchModuleError, ValueError) as err:
-            raise SpecError(f"{where}: storage: {config.storage!r} is not a usable SQLAlchemy URL ({type(err).__name__}: {err})") from None
-        except ImportError as err:
-            raise SpecError(f"{where}: storage: the database driver for {config.storage.split(':')[0]!r} is not installed ({err})") from None
+        check_storage_url(config.storage, where=f"{where}: storage")
     out = config.out_dir()
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from dse.errors import SpecError
+from dse.io import atomic_write_text
 from dse.study.config import StudyConfig
 from dse.study.pareto import best_trial, knee_point, pareto_front
 from dse.study.tables import load_tables, mark_pareto
@@ -97,7 +98,7 @@ def export_candidate(
         if config.is_tabular
         else f"train it with: dse train {out.name}"
     )
-    out.write_text(f"# exported from study {config.name} trial {number}; {how}\n" + yaml.safe_dump(content, sort_keys=False))
+    atomic_write_text(out, f"# exported from study {config.name} trial {number}; {how}\n" + yaml.safe_dump(content, sort_keys=False))
     return content
 
 

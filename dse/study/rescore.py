@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dse.errors import SpecError
+from dse.io import atomic_write_text
 from dse.study.config import StudyConfig, eval_settings_for
 from dse.study.storage import open_study
 from dse.study.tables import rescore_path, trials_frame
@@ -133,7 +134,7 @@ def rescore_study(
                                              max_samples=settings.max_samples, seed=settings.seed)
     path = rescore_path(config, suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=1, default=float) + "\n")
     summary = dict(study.user_attrs.get("rescore", {}))
     summary[suite] = {
         str(r["number"]): {

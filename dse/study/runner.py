@@ -20,48 +20,13 @@ from optuna.trial import TrialState
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA, rung_vector
-from dse.study.searcher import INTERRUPTED, searcher_class
+from dse.study.drivers import Heartbeat, budget_used, driver_id, finished_trials, recover_interrupted, release, trial_counts
+from dse.study.searcher import searcher_class
 from dse.study.storage import make_sampler, open_study
 
 __all__ = ["StudyOutcome", "finished_trials", "make_scheduler", "recover_interrupted", "run_study"]
 
 logger = logging.getLogger(__name__)
-
-
-def _counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    distinct_pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs and "rejected" not in t.user_attrs]
-    return {
-        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
-        "duplicates": sum(t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs for t in trials),
-        "stopped": len(distinct_pruned),
-        "rejected": sum(t.state == TrialState.PRUNED and "rejected" in t.user_attrs for t in trials),
-        "epochs_saved": sum(int(t.user_attrs.get("epochs_saved", 0)) for t in distinct_pruned),
-        "failed": sum(t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED for t in trials),
-        "running": sum(t.state == TrialState.RUNNING for t in trials),
-    }
-
-
-def finished_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: complete or stopped early (not a repeat of another
-    candidate), or failed for a reason of their own."""
-    c = _counts(study)
-    return c["complete"] - c["duplicates"] + c["stopped"] + c["failed"]
-
-
-def recover_interrupted(study: optuna.Study) -> int:
-    """Marks trials left RUNNING by a stopped driver as failed (``interrupted``) and queues their
-    candidates again, so nothing completed is lost or repeated and nothing interrupted is dropped."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        n += 1
-    if n:
-        logger.warning("marked %d interrupted trial(s) as failed and queued their candidates again", n)
-    return n
 
 
 def _pareto_size(study: optuna.Study) -> int:
@@ -96,7 +61,7 @@ class _Progress:
     def update(self, note: str = "") -> None:
         if self.bar is None and note:  # without a TTY only finished trials are logged: skip the storage scan
             return
-        c = _counts(self.study)
+        c = trial_counts(self.study)
         done = c["complete"] - c["duplicates"] + c["stopped"] + c["failed"]
         status = f"running={c['running']} stopped={c['stopped']} failed={c['failed']} pareto={_pareto_size(self.study)}"
         if self.bar is not None:
@@ -196,24 +161,27 @@ def run_study(
         study.set_user_attr("config", config.to_dict())
     else:
         study.sampler = make_sampler(config, seed_offset=len(existing))
-    recover_interrupted(study)
+    ex = config.execution
+    recover_interrupted(study, grace=ex.grace())  # only trials whose driver is gone; live drivers keep theirs
     total = n_trials or config.budget.n_trials
-    remaining = total - finished_trials(study)
+    remaining = total - budget_used(study)
     out_dir = config.out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     if remaining > 0:
         _init_ray(config, address)
         progress = _Progress(study, total) if show_progress else None
         core = make_scheduler(config, study)
-        searcher = searcher_class()(study, config, remaining, progress, core)
-        ex = config.execution
+        # room for the trials other drivers hold now: if one of them dies, its candidate is queued
+        # again and this driver takes it; the shared total stops asking at the budget either way
+        cap = remaining + trial_counts(study)["claimed"]
+        searcher = searcher_class()(study, config, cap, progress, core, total=total, driver=driver_id())
         trainable = tune.with_resources(run_trial, {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=ex.concurrency),
                 scheduler=ray_scheduler(core, config) if core is not None else None,
-                num_samples=remaining,
+                num_samples=cap,
                 time_budget_s=config.budget.wall_time,
                 reuse_actors=True,
             ),
@@ -225,14 +193,16 @@ def run_study(
             ),
         )
         try:
-            tuner.fit()
+            with Heartbeat(study, searcher.live_trial_ids, interval=ex.heartbeat_interval, grace=ex.grace()):
+                tuner.fit()
         finally:
+            release(study, searcher.live_trial_ids())  # a wall-time stop leaves trials unfinished
             if progress:
                 progress.close()
     else:
-        logger.info("study %s already has %d finished trials (budget %d): nothing to run", config.name, total - remaining, total)
+        logger.info("study %s already has %d finished or running trials (budget %d): nothing to run", config.name, total - remaining, total)
     paths = write_tables(study, config)
-    c = _counts(study)
+    c = trial_counts(study)
     return StudyOutcome(
         complete=c["complete"] - c["duplicates"],
         repeats=c["duplicates"],

@@ -14,19 +14,21 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from dse.study.config import StudyConfig
+from dse.study.drivers import INTERRUPTED, budget_used
 from dse.study.scheduling import MultiObjectiveASHA
 
-__all__ = ["HISTORY_KEYS", "INTERRUPTED", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "searcher_class"]
+__all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "searcher_class"]
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted: the driver stopped before the trial finished"
 #: How often in a row the sampler may propose already-scored candidates before the space counts as exhausted.
 MAX_REPEATED_ASKS = 50
 #: How many candidates in a row may break a constraint on a free objective before the feasible space counts as exhausted.
@@ -35,6 +37,9 @@ MAX_REFUSALS = 500
 MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
 #: Trial attributes of a trial stopped early (copied to reused repeats).
 STOP_ATTRS = ("stopped_at_epoch", "rung_values", "epochs_saved", "free_values")
+#: Seconds a driver waits between writing a trial's candidate and looking for the same candidate
+#: in other drivers' running trials (see ``_claimed_elsewhere``).
+SETTLE_S = 0.3
 #: Per-epoch keys kept in a trial's history, besides every ``val_*`` (validation, ladder, timing).
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds")
 
@@ -88,8 +93,11 @@ def searcher_class():
     """The ask/tell Ray Tune searcher class backed by an Optuna study, so constraints reach the sampler.
 
     Made on first call (so importing this module does not import Ray). Its instances take the
-    study, the config, the budget of trials to ask, an optional progress display and an optional
-    :class:`~dse.study.scheduling.MultiObjectiveASHA` whose stopped trials it records as PRUNED.
+    study, the config, the budget of trials to ask, an optional progress display, an optional
+    :class:`~dse.study.scheduling.MultiObjectiveASHA` whose stopped trials it records as PRUNED,
+    the study's total budget (shared with other drivers: asking stops once finished plus claimed
+    trials in the storage reach it) and this driver's id (recorded as ``driver`` on the trials it
+    trains; see :mod:`dse.study.drivers`).
     """
     from ray.tune.search import Searcher
 
@@ -97,9 +105,10 @@ def searcher_class():
 
     class _AskTell(Searcher):
         def __init__(self, study: optuna.Study, config: StudyConfig, budget: int, progress: Any = None,
-                     scheduler: MultiObjectiveASHA | None = None) -> None:
+                     scheduler: MultiObjectiveASHA | None = None, total: int | None = None, driver: str = "") -> None:
             super().__init__(metric=None, mode=None)
             self.study, self.config, self.budget, self.progress = study, config, budget, progress
+            self.total, self.driver = total, driver
             self.scheduler = scheduler
             self.study_dict = config.to_dict()
             self.live: dict[str, optuna.Trial] = {}
@@ -110,11 +119,14 @@ def searcher_class():
             return True
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
-            if self.asked >= self.budget:
+            if self.asked >= self.budget or (self.total is not None and budget_used(self.study) >= self.total):
                 return Searcher.FINISHED
             repeats = refusals = 0
             while True:
-                trial = self.study.ask()
+                with warnings.catch_warnings():  # heartbeats are recorded by dse.study.drivers.Heartbeat
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                    trial = self.study.ask()
+                trial.set_user_attr("driver", self.driver)
                 try:
                     candidate = suggest(self.config.space.name, trial, self.config.space.options)
                     candidate = {**candidate, **self.config.space.fixed}
@@ -133,10 +145,17 @@ def searcher_class():
                     continue
                 previous = self._completed_with(candidate)
                 running = next((tid for tid, t in self.live.items() if t.user_attrs.get("candidate") == candidate), None)
+                elsewhere = None if previous is not None or running is not None else self._claimed_elsewhere(trial, candidate)
                 if previous is not None:
                     self._tell_repeat(trial, previous)
                 elif running is not None:  # the same candidate is being trained: take its result when it ends
+                    trial.set_user_attr("waits_for", self.live[running].number)
                     self.waiting.setdefault(running, []).append(trial)
+                elif elsewhere is not None:  # another driver trains it: its result lives in that trial
+                    trial.set_user_attr("duplicate_of", elsewhere.number)
+                    trial.set_user_attr("repeat_of_running", True)
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    logger.info("trial %d: trial %d of another driver trains this candidate", trial.number, elsewhere.number)
                 else:
                     break
                 repeats += 1
@@ -160,6 +179,27 @@ def searcher_class():
             trial.set_user_attr("rejected", f"{reason} (known before training)")
             self.study.tell(trial, state=TrialState.PRUNED)
             logger.info("trial %d refused before training: %s", trial.number, reason)
+
+        def live_trial_ids(self) -> list[int]:
+            """Storage ids of the trials this driver holds (training, or waiting for a repeat's original)."""
+            held = [*self.live.values(), *(t for ts in self.waiting.values() for t in ts)]
+            return [t._trial_id for t in held]
+
+        def _claimed_elsewhere(self, trial: optuna.Trial, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+            """A RUNNING trial of another driver with the same candidate and a lower number (the lower
+            number trains it; the other driver, seeing this trial's higher number, goes on).
+
+            Both drivers write the candidate right after ``ask``; this driver waits
+            :data:`SETTLE_S` first (training studies only) so that a trial asked earlier elsewhere
+            has written its candidate by the time this one looks.
+            """
+            if not self.config.is_tabular or self.config.is_replay:
+                time.sleep(SETTLE_S)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if (t.user_attrs.get("driver") not in (None, self.driver) and t.number < trial.number
+                        and t.user_attrs.get("candidate") == candidate and "waits_for" not in t.user_attrs):
+                    return t
+            return None
 
         def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
@@ -207,9 +247,19 @@ def searcher_class():
                 self.progress.update(f"#{trial.number} epoch {row.get('epoch', 0):.0f}")
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-            trial = self.live.pop(trial_id, None)
+            trial = self.live.get(trial_id)
             if trial is None:
                 return
+            try:
+                self._finish(trial_id, trial, result, error)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # this driver stalled past the grace period and another one recovered the trial as
+                # interrupted (its candidate is queued again): nothing more to record here
+                logger.warning("trial %d was recovered by another driver while this one ran it; its result is dropped", trial.number)
+            finally:
+                self.live.pop(trial_id, None)
+
+        def _finish(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any] | None, error: bool) -> None:
             if result and result.get("node"):
                 trial.set_user_attr("node", str(result["node"]))
             stopped = self.scheduler.stopped.get(trial.number) if self.scheduler is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,29 @@ def _free_values(config: StudyConfig) -> Callable[[Mapping[str, Any]], dict[int,
     return values
 
 
+def _rdb(url: str, heartbeat_interval: int, grace: int) -> optuna.storages.RDBStorage:
+    """The storage, with heartbeats on (several drivers on one study: see :mod:`dse.study.drivers`).
+
+    Two drivers opening a new storage at the same moment race to create its schema (one gets an
+    IntegrityError on Optuna's version row): the loser retries, and then finds the schema made.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
     """Creates or loads the study in its storage (SQLite under ``runs/NAME`` by default)."""
     url = storage or config.storage_url()
@@ -84,7 +109,11 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
         if not create and not db.is_file():  # read-only commands never create a file
             raise SpecError(f"study {config.name!r}: no storage at {db}; start it with `dse run`")
         db.parent.mkdir(parents=True, exist_ok=True)
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    ex = config.execution
+    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5: say it once, in the docs
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = _rdb(url, ex.heartbeat_interval, ex.grace())
+
     if not create:
         try:
             return optuna.load_study(study_name=config.name, storage=rdb, sampler=make_sampler(config))

@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from dse.io import atomic_write
 from dse.study.config import StudyConfig
 from dse.study.pareto import pareto_mask
 from dse.study.storage import open_study
@@ -131,9 +132,10 @@ def write_tables(study: optuna.Study, config: StudyConfig) -> dict[str, str]:
     out = config.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     trials = mark_pareto(trials_frame(study, config), config)
-    trials.to_csv(out / "trials.csv", index=False)
+    atomic_write(out / "trials.csv", lambda tmp: trials.to_csv(tmp, index=False))
     trials.to_parquet(out / "trials.parquet", index=False)
-    epochs_frame(study).to_csv(out / "epochs.csv", index=False)
+    epochs = epochs_frame(study)
+    atomic_write(out / "epochs.csv", lambda tmp: epochs.to_csv(tmp, index=False))
     return {"table": str(out / "trials.csv"), "parquet": str(out / "trials.parquet"), "epochs": str(out / "epochs.csv")}
 
 
