@@ -11,6 +11,7 @@ The Python API (:mod:`dse.api`) runs the same paths as the ``dse`` commands::
 
 from dse.api import evaluate, export, load_results, load_study, profile_candidate, run_study, train, write_report
 from dse.errors import DataError, DseError, SpecError
+from dse.version import VERSION
 
 __all__ = [
     "DataError",
@@ -27,4 +28,4 @@ __all__ = [
     "write_report",
 ]
 
-__version__ = "0.1.0"
+__version__ = VERSION

@@ -61,9 +61,11 @@ def require(module: str) -> ModuleType:
         ) from None
 
 
-def _quant_modes(model: nn.Module) -> str:
-    modes = sorted({str(m.quant_mode) for m in model.modules() if isinstance(m, QUANT_LAYERS)})
-    return "/".join(modes) or "none"
+def _quant_mode(model: nn.Module) -> str:
+    modes = {str(m.quant_mode) for m in model.modules() if isinstance(m, QUANT_LAYERS)}
+    if len(modes) > 1:  # the first and last layers of any quantized model are fixed-point
+        modes.discard("fixed")
+    return "/".join(sorted(modes)) or "none"
 
 
 def to_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int | None = None) -> bytes:
@@ -95,7 +97,9 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int | None =
             onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
         except Exception as err:  # the exporter raises many types (unsupported op, bad opset, tracer errors)
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise SpecError(f"quant: {_quant_modes(model)}: cannot be exported to ONNX ({reason})") from err
+            mode = _quant_mode(model)
+            what = f"quant: {mode}" if mode != "none" else "model"
+            raise SpecError(f"{what}: cannot be exported to ONNX ({reason})") from err
     return buffer.getvalue()
 
 

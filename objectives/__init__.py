@@ -3,7 +3,7 @@
 Example:
     >>> from objectives import OBJECTIVES, EvalSettings, evaluate_objectives
     >>> sorted(OBJECTIVES)  # doctest: +NORMALIZE_WHITESPACE
-    ['bops', 'compressed_bytes', 'latency_batch_ms', 'latency_ms', 'lipschitz', 'lipschitz_bound', 'macs', 'natural_acc', 'params', 'pert_instability', 'robust_acc', 'size_bytes', 'sparsity']
+    ['bops', 'compressed_bytes', 'latency_batch_ms', 'latency_ms', 'lipschitz', 'lipschitz_bound', 'macs', 'natural_acc', 'ort_latency_ms', 'params', 'pert_instability', 'robust_acc', 'size_bytes', 'sparsity']
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from objectives._accuracy import natural_acc, pert_instability, robust_acc
 from objectives._base import EvalSettings, Objective
 from objectives._compression import COMPRESSION_OBJECTIVES, latency_info
 from objectives._cost import macs, params
+from objectives._deploy import DEPLOY_OBJECTIVES
 from objectives._lipschitz import lipschitz, lipschitz_bound
 
 __all__ = [
@@ -68,7 +69,7 @@ OBJECTIVES: dict[str, Objective] = {
 } | {
     name: dataclasses.replace(o, deterministic=not name.startswith("latency"), free=name in ("bops", "size_bytes"))
     for name, o in COMPRESSION_OBJECTIVES.items()
-}
+} | DEPLOY_OBJECTIVES
 
 #: Objectives known before training (from the candidate's structure): early stopping ranks on them at every rung.
 FREE_OBJECTIVES: tuple[str, ...] = tuple(name for name, o in OBJECTIVES.items() if o.free)
@@ -142,13 +143,16 @@ def evaluate_objectives(
     *,
     cache: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Evaluates the named objectives (all by default), sharing one set of adversarial examples.
+    """Evaluates the named objectives (by default all but those needing an extra, such as
+    ``ort_latency_ms``), sharing one set of adversarial examples.
 
     ``cache`` (optional, a dict) keeps the clean and adversarial logits, and a suite's per-attack
     results under ``"suite"``, for the caller.
     """
     cache = {} if cache is None else cache
-    selected = [get_objective(n) for n in (names if names is not None else OBJECTIVES)]
+    if names is None:  # every objective that needs no extra (see Objective.extra)
+        names = [n for n, o in OBJECTIVES.items() if o.extra is None]
+    selected = [get_objective(n) for n in names]
     return {o.name: o(model, data, settings, cache=cache) for o in selected}
 
 

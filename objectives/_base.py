@@ -130,6 +130,9 @@ class Objective:
         deterministic: False for measured quantities (latency) that vary between runs.
         free: True when the value follows from the candidate's structure alone (params, MACs,
             BOPS, bit-packed size): known before training, so early stopping ranks on it from epoch 1.
+        extra: The pip extra it needs (``onnx``), or None. Such an objective is measured only
+            when named (a study's objectives or metrics), never when every objective is evaluated
+            (``dse train``, ``dse eval``), so the core install works without the extra.
     """
 
     name: str
@@ -139,6 +142,7 @@ class Objective:
     needs_attack: bool = False
     deterministic: bool = True
     free: bool = False
+    extra: str | None = None
 
     def __call__(
         self, model: nn.Module, data: Split, settings: EvalSettings, *, cache: dict[str, Any] | None = None

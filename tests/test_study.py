@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
+import dse
+
 from dse import SpecError
 from dse.study.config import load_study_config
 from tests.conftest import kill_session
@@ -231,6 +233,17 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     # Every scored trial went through the gradient-masking checks; the flags reach the table and exports.
     assert table["masking_flags"].notna().all()
     assert isinstance(picked["source"]["masking_flags"], list)
+    # Self-contained: checkpoint, resolved recipe and eval, versions, repeat status, which recipe it holds.
+    source = picked["source"]
+    assert Path(source["checkpoint"]).is_file() and source["repeat_of"] is None
+    assert source["dse_version"] == dse.__version__ and source["torch_version"].startswith("2.")
+    assert "search recipe" in source["recipe"] and picked["recipe"]["epochs"] == 1 and "lr" in picked["recipe"]
+    assert picked["eval"]["attack"]["steps"] == 2
+    full = tmp_path / "full.yaml"
+    assert main(["export", str(path), "--pick", "best:robust_acc", "-o", str(full), "--full"]) == 0
+    held = yaml.safe_load(full.read_text())
+    assert "full training" in held["source"]["recipe"] and held["recipe"]["epochs"] == 20
+    assert held["recipe"]["attack"] == picked["recipe"]["attack"], "full training keeps the study's adversarial settings"
 
 
 def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
@@ -375,6 +388,9 @@ def test_the_study_schema_and_the_sampler_registry_agree():
 
     assert SAMPLERS == SAMPLER_NAMES
     assert DEFAULT_SAMPLER in SAMPLER_NAMES
+    from dse.study.config import SamplerConfig
+
+    assert SamplerConfig().name == DEFAULT_SAMPLER
 
 
 @pytest.mark.parametrize("sampler", _sampler_params())

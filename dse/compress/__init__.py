@@ -4,9 +4,11 @@ Modules: :mod:`~dse.compress.keys` (candidate keys, applying them, their hooks),
 :mod:`~dse.compress.quantizers` (straight-through estimators), :mod:`~dse.compress.quant`
 (quantized layers), :mod:`~dse.compress.inq` (incremental quantization),
 :mod:`~dse.compress.pruning` (masks and schemes), :mod:`~dse.compress.pruner` (pruning during
-training) and :mod:`~dse.compress.hooks` (the :class:`TrainingHook` protocol).
+training), :mod:`~dse.compress.hooks` (the :class:`TrainingHook` protocol) and :mod:`~dse.compress.freeze`
+(a model frozen for export).
 """
 
+from dse.compress.freeze import frozen
 from dse.compress.hooks import BaseHook, INQHook, TrainingHook
 from dse.compress.inq import INQSchedule
 from dse.compress.keys import COMPRESSION_KEYS, CompressionConfig, apply_compression, training_hooks
@@ -56,6 +58,7 @@ __all__ = [
     "attach_masks",
     "cubic_schedule",
     "dorefa_weight",
+    "frozen",
     "inq_exponent_range",
     "layer_bits",
     "layer_ratios",

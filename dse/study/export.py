@@ -55,27 +55,59 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+#: Recipe fields of the study that a full-training recipe keeps (how to train adversarially);
+#: epochs, schedule and batch size come from the data set's full recipe.
+_KEPT_FOR_FULL = ("method", "attack", "adv_weight", "mix_mode", "beta", "channels_last")
+
+
+def resolved_recipe(config: StudyConfig, *, full: bool = False) -> dict[str, Any]:
+    """Every recipe field, resolved: the study's search recipe over the data set's defaults, or
+    (``full``) the data set's full-training recipe keeping the study's adversarial settings."""
+    from dse.training import default_recipe
+
+    fields = dict(config.recipe)
+    if full:
+        fields = {k: v for k, v in fields.items() if k in _KEPT_FOR_FULL}
+    return default_recipe(config.data.dataset, **fields).model_dump(mode="json")
+
+
 def export_candidate(
-    trials: pd.DataFrame, config: StudyConfig, number: int, path: str | os.PathLike[str], *, storage: str
+    trials: pd.DataFrame, config: StudyConfig, number: int, path: str | os.PathLike[str], *, storage: str,
+    full: bool = False,
 ) -> dict[str, Any]:
-    """Writes trial ``number``'s candidate with the study's data, recipe and eval sections."""
+    """Writes trial ``number``'s candidate with the data, fully resolved recipe and eval sections,
+    and a ``source`` section saying where it came from (study, trial, repeat status, checkpoint,
+    scores and how they were measured, dse and torch versions, which recipe the file holds)."""
+    import torch
+
+    from dse.version import VERSION
+    from objectives import eval_settings
+
     row = trials.loc[trials["number"] == number].iloc[0]
     candidate = json.loads(row["candidate"])
     scores = {n: float(row[n]) for n in config.recorded_names() if n in row and not math.isnan(float(row[n]))}
     content: dict[str, Any] = dict(candidate)
     if not config.is_tabular:
         content["data"] = config.data.model_dump()
-        content["recipe"] = dict(config.recipe)
-        if config.eval:
-            content["eval"] = dict(config.eval)
+        content["recipe"] = resolved_recipe(config, full=full)
+        content["eval"] = eval_settings(config.data.dataset, dict(config.eval or {})).to_dict()
+    repeat_of = row.get("duplicate_of")
+    checkpoint = row.get("checkpoint")
     content["source"] = {
         "study": config.name,
         "storage": storage,
         "trial": int(number),
+        "repeat_of": None if _missing(repeat_of) else int(repeat_of),
         "pareto": bool(row.get("pareto", False)),
         "feasible": bool(row["feasible"]),
         "scores": scores,
         "measurement": row.get("measurement"),
+        "checkpoint": None if _missing(checkpoint) or not checkpoint else str(checkpoint),
+        "recipe": "none (tabular)" if config.is_tabular else (
+            f"full training ({config.data.dataset}'s full recipe, the study's adversarial settings)" if full
+            else "the study's search recipe (short); export with --full for full training"),
+        "dse_version": VERSION,
+        "torch_version": str(torch.__version__),
     }
     flags = row.get("masking_flags")
     if isinstance(flags, str):
@@ -96,7 +128,7 @@ def export_candidate(
     how = (
         "a lookup-table candidate (published results), not trainable"
         if config.is_tabular
-        else f"train it with: dse train {out.name}"
+        else f"{'full-training' if full else 'search'} recipe; train it with: dse train {out.name}"
     )
     atomic_write_text(out, f"# exported from study {config.name} trial {number}; {how}\n" + yaml.safe_dump(content, sort_keys=False))
     return content
@@ -109,13 +141,17 @@ def export_trial(
     storage: str | None = None,
     trial: int | None = None,
     pick: str | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
-    """Writes the candidate file of trial ``trial`` or of the ``pick`` (``knee``, ``best:OBJECTIVE``).
+    """Writes the candidate file of trial ``trial`` or of the ``pick`` (``knee``, ``best:OBJECTIVE``);
+    ``full`` swaps the study's short search recipe for the data set's full-training recipe.
 
     Returns:
-        ``{"trial", "output", "scores"}``.
+        ``{"trial", "output", "scores", "repeat_of", "checkpoint", "recipe"}``.
     """
     trials, _, meta = load_tables(config, storage)
     number = choose_trial(mark_pareto(trials, config), config, trial=trial, pick=pick)
-    content = export_candidate(trials, config, number, path, storage=meta["storage"])
-    return {"trial": number, "output": str(path), "scores": content["source"]["scores"]}
+    content = export_candidate(trials, config, number, path, storage=meta["storage"], full=full)
+    source = content["source"]
+    return {"trial": number, "output": str(path), "scores": source["scores"], "repeat_of": source["repeat_of"],
+            "checkpoint": source["checkpoint"], "recipe": source["recipe"]}

@@ -22,6 +22,7 @@ from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA, rung_vector
 from dse.study.drivers import Heartbeat, budget_used, driver_id, finished_trials, recover_interrupted, release, trial_counts
 from dse.study.searcher import searcher_class
+from dse.study.summary import best_so_far
 from dse.study.storage import make_sampler, open_study
 
 __all__ = ["StudyOutcome", "finished_trials", "make_scheduler", "recover_interrupted", "run_study"]
@@ -47,12 +48,12 @@ def _pareto_size(study: optuna.Study) -> int:
 class _Progress:
     """Trials done / running / failed and the Pareto-set size, on stderr (tqdm bar when a TTY)."""
 
-    def __init__(self, study: optuna.Study, total: int) -> None:
+    def __init__(self, study: optuna.Study, total: int, config: StudyConfig) -> None:
         import sys
 
         from tqdm import tqdm
 
-        self.study, self.total = study, total
+        self.study, self.total, self.config = study, total, config
         self.bar = None
         if sys.stderr.isatty():
             self.bar = tqdm(total=total, initial=min(finished_trials(study), total), unit="trial", desc=study.study_name, dynamic_ncols=True)
@@ -64,6 +65,8 @@ class _Progress:
         c = trial_counts(self.study)
         done = c["complete"] - c["duplicates"] + c["stopped"] + c["failed"]
         status = f"running={c['running']} stopped={c['stopped']} failed={c['failed']} pareto={_pareto_size(self.study)}"
+        best = best_so_far(self.study, self.config)
+        status += f"; {best}" if best else ""
         if self.bar is not None:
             self.bar.n = min(done, self.total)
             self.bar.set_postfix_str(status + (f" {note}" if note else ""))
@@ -110,6 +113,9 @@ def _init_ray(config: StudyConfig, address: str | None) -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # no CSV/JSON/TensorBoard logger callbacks (their "install TensorBoard" hint and files): the
+    # Optuna storage holds every result, and the console stays quiet unless -v
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if ray.is_initialized():
         return
@@ -169,7 +175,7 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     if remaining > 0:
         _init_ray(config, address)
-        progress = _Progress(study, total) if show_progress else None
+        progress = _Progress(study, total, config) if show_progress else None
         core = make_scheduler(config, study)
         # room for the trials other drivers hold now: if one of them dies, its candidate is queued
         # again and this driver takes it; the shared total stops asking at the budget either way

@@ -25,7 +25,7 @@ from dse.study.config import StudyConfig
 from dse.study.drivers import INTERRUPTED, budget_used
 from dse.study.scheduling import MultiObjectiveASHA
 
-__all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "searcher_class"]
+__all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "record_constraints", "searcher_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ def constraint_breaches(config: StudyConfig, values: dict[str, float]) -> str | 
         if con.metric in values and any(v > 0 for v in con.violations(values[con.metric])):
             broken.append(f"{con.metric} = {values[con.metric]:.6g} breaks {con.describe()}")
     return "; ".join(broken) or None
+
+
+def record_constraints(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:
+    """Records a trial's constraint values (each <= 0 when met) where every Optuna sampler and
+    optuna-dashboard read them: the ``constraints`` list system attribute. (Optuna 5's
+    ``Trial.set_constraint`` writes one ``constraints:NAME`` key each, which samplers read but
+    optuna-dashboard 0.21 does not; the names live in the ``constraint_names`` user attribute.)"""
+    study._storage.set_trial_system_attr(trial._trial_id, "constraints", [float(v) for v in values])
 
 
 def history_row(result: dict[str, Any]) -> dict[str, float]:
@@ -212,8 +220,8 @@ def searcher_class():
             for key in ("metrics", "constraint_values", "measurement", "checkpoint", "history", "node", *MASKING_ATTRS, *STOP_ATTRS):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
-            for key, value in previous.user_attrs.get("constraint_names", {}).items():
-                trial.set_constraint(key, value)
+            if previous.user_attrs.get("constraint_names"):
+                record_constraints(self.study, trial, list(previous.user_attrs["constraint_names"].values()))
             trial.set_user_attr("duplicate_of", previous.number)
             if previous.state == TrialState.PRUNED:
                 self.study.tell(trial, state=TrialState.PRUNED)
@@ -310,8 +318,9 @@ def searcher_class():
             for i, con in enumerate(self.config.constraints):
                 for j, v in enumerate(con.violations(metrics[con.metric])):
                     names[f"{i}.{j}:{con.describe()}"] = v
-                    trial.set_constraint(f"{i}.{j}:{con.describe()}", v)  # <= 0 means feasible
-                    violations.append(v)
+                    violations.append(v)  # <= 0 means feasible
+            if violations:
+                record_constraints(self.study, trial, violations)
             trial.set_user_attr("constraint_names", names)
             trial.set_user_attr("metrics", metrics)
             trial.set_user_attr("constraint_values", violations)

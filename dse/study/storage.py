@@ -18,7 +18,7 @@ __all__ = ["make_sampler", "open_study"]
 
 
 def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler. Constraints reach it through ``Trial.set_constraint`` (Optuna 5).
+    """The study's sampler. Constraints reach it as the trials' ``constraints`` system attribute (see ``searcher.record_constraints``).
 
     Args:
         config: The study file.
