@@ -1,5 +1,7 @@
 """The ``dse`` command line: argparse only (parse, call, print).
 
+(Over 400 lines: every command's argparse definition, each flag with its help text, in one place.)
+
 Commands: ``profile``, ``train``, ``eval``, ``transfer`` (:mod:`dse.pipeline`); ``run``, ``resume``,
 ``report``, ``export``, ``rescore`` (:mod:`dse.study`, :mod:`dse.report`).
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from dse.candidate import SECTIONS, load_candidate_file, parse_set_args
 from dse.data import DATASETS
-from dse.errors import DseError, read_yaml_mapping, refuse_bools, refuse_non_finite
+from dse.errors import DataError, DseError, read_yaml_mapping, refuse_bool_numbers, refuse_bools, refuse_non_finite
 from dse.flags import (
     fraction,
     non_negative_int,
@@ -41,6 +43,7 @@ from dse.pipeline import (
     transfer_between,
 )
 from dse.training import default_recipe
+from dse.version import VERSION
 
 __all__ = ["main"]
 
@@ -95,7 +98,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dse", description="Design-space explorer for robust compact CNNs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"dse {VERSION}")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug logging, and Ray's and Optuna's own messages")
+    noise.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("profile", help="params and MACs of one candidate, without training")
@@ -125,34 +131,49 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
     p = sub.add_parser("report", help="write the study's HTML report (Pareto fronts, hypervolume, dynamics, table)")
-    p.add_argument("study")
-    p.add_argument("--storage", type=storage_url)
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--storage", type=storage_url, help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
     p.add_argument("-o", "--output", type=output_file, help="HTML path (default: runs/NAME/report.html)")
     p.add_argument("--trials", type=trial_list, help="comma-separated trial numbers whose per-epoch dynamics to plot (default: Pareto set)")
     p.add_argument("--png", action="store_true", help="also write PNGs (needs kaleido and a Chromium)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
     p = sub.add_parser("export", help="write a chosen trial as a candidate file for dse train")
-    p.add_argument("study")
-    p.add_argument("--storage", type=storage_url)
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--storage", type=storage_url, help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--trial", type=non_negative_int, help="trial number")
     group.add_argument("--pick", help="knee | best:OBJECTIVE")
     p.add_argument("-o", "--output", type=output_file, required=True, help="candidate YAML to write")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--full", action="store_true",
+                   help="hold the data set's full-training recipe (keeping the study's attack) instead of the short search recipe")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = sub.add_parser("export-model", help="export a checkpoint to ONNX and check it with onnxruntime (needs the onnx extra)")
+    p.add_argument("checkpoint", help="a dse checkpoint (.pt)")
+    p.add_argument("-o", "--output", type=output_file, required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=positive_int, help="ONNX opset, 11 to 21 (default 20)")
+    p.add_argument("--samples", type=positive_int, help="test samples to compare torch and onnxruntime on (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study (needs the dashboard extra)")
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--storage", type=storage_url, help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
 
     p = sub.add_parser("eval", help="score a checkpoint again: an attack suite, gradient-masking checks, curves")
     p.add_argument("checkpoint")
     _add_data_args(p)
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="samples to score (default test)")
     _add_suite_args(p)
     p.add_argument("--curves", action="store_true", help="also the eps curve and step-size convergence curves")
     p.add_argument("-o", "--output", type=output_file, help="JSON file to write (default: beside the checkpoint, NAME.eval-SUITE.json)")
     _add_eval_args(p)
 
     p = sub.add_parser("rescore", help="re-score a study's Pareto set with a stronger suite (and curves, transfer)")
-    p.add_argument("study")
-    p.add_argument("--storage", type=storage_url)
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--storage", type=storage_url, help="Optuna storage URL (default: the file's storage, else sqlite under runs/NAME)")
     _add_suite_args(p, default="standard")
     p.add_argument("--split", choices=("test", "val"), default="val", help="samples to re-score on (default val: the search's)")
     p.add_argument("--trials", type=trial_list, help="comma-separated trial numbers (default: the Pareto set)")
@@ -166,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="transfer attacks between checkpoints: accuracy matrix and vulnerability")
     p.add_argument("checkpoints", nargs="+", help="two or more checkpoints trained on the same data set")
     _add_data_args(p)
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="samples to score (default test)")
     p.add_argument("-o", "--output", type=output_file, help="JSON file to write (default: transfer.json beside the first checkpoint)")
     _add_eval_args(p)
     return parser
@@ -215,13 +236,15 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 def _candidate(args: argparse.Namespace):
     """The candidate file and ``--set`` flags, read and validated; values are checked as written
     (no ``true`` for a number, no NaN or infinity anywhere) before they are converted."""
+    from dse.study.config import section_switches
+
+    sources = [(parse_set_args(args.sets), "--set")]
     if args.candidate is not None:
-        raw = read_yaml_mapping(args.candidate, "candidate")
-        refuse_non_finite(raw, args.candidate)
-        refuse_bools({k: v for k, v in raw.items() if k not in SECTIONS}, args.candidate)
-    sets = parse_set_args(args.sets)
-    refuse_non_finite(sets, "--set")
-    refuse_bools({k: v for k, v in sets.items() if k not in SECTIONS}, "--set")
+        sources.insert(0, (read_yaml_mapping(args.candidate, "candidate"), args.candidate))
+    for raw, where in sources:
+        refuse_non_finite(raw, where)
+        refuse_bools({k: v for k, v in raw.items() if k not in SECTIONS}, where)
+        refuse_bool_numbers({k: v for k, v in raw.items() if k in ("recipe", "eval")}, where, "", section_switches())
     try:
         return load_candidate_file(args.candidate, args.sets)
     except DseError as err:
@@ -273,6 +296,8 @@ def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Every input (candidate file and its sections, recipe file, flags, data folder, output path)
     is checked before :func:`train_to_checkpoint` writes or trains anything."""
+    from dse.study.config import section_switches
+
     cf = _candidate(args)
     where = args.candidate
     section = _named(where, cf.section, "data")
@@ -284,6 +309,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.recipe:
         recipe_file = read_yaml_mapping(args.recipe, "recipe")
         refuse_non_finite(recipe_file, args.recipe)
+        refuse_bool_numbers(recipe_file, args.recipe, "", section_switches())
         _named(args.recipe, default_recipe, opts["dataset"], **recipe_file)
         recipe_fields.update(recipe_file)
     for flag in ("method", "epochs", "batch_size", "lr", "seed"):
@@ -337,13 +363,18 @@ def _cmd_rescore(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _setup_logging(verbose: bool) -> None:
-    """Progress goes to stderr through the ``dse`` logger (stdout stays for results)."""
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    """Progress goes to stderr through the ``dse`` logger (stdout stays for results); Optuna's and
+    Ray's own messages only with ``-v``; ``-q`` leaves errors and warnings."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     handler.set_name("dse-cli")
     logger.handlers = [h for h in logger.handlers if h.get_name() != "dse-cli"] + [handler]
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
 
 
@@ -353,11 +384,14 @@ def _study(args: argparse.Namespace):
     return load_study_config(args.study)
 
 
-def _write_report(config, storage: str | None, output: str | None = None, selected=None, png: bool = False) -> Path:
+def _write_report(config, storage: str | None, output: str | None = None, selected=None, png: bool = False,
+                  study_file: str | None = None) -> Path:
     from dse.report import write_report
     from dse.study.tables import load_tables
 
     trials, epochs, meta = load_tables(config, storage)
+    if study_file:
+        meta["study_file"] = study_file  # the recommended panel's commands name it
     path = Path(output) if output else config.out_dir() / "report.html"
     write_report(trials, epochs, meta, path, selected=selected, png_dir=path.parent / "png" if png else None)
     return path
@@ -373,7 +407,13 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
     outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
     result = dict(outcome)
     if not args.no_report:
-        result["report"] = str(_write_report(config, args.storage))
+        result["report"] = str(_write_report(config, args.storage, study_file=args.study))
+    from dse.study.summary import pareto_table
+    from dse.study.tables import load_tables, mark_pareto
+
+    trials, _, _ = load_tables(config, args.storage)
+    for line in pareto_table(mark_pareto(trials, config), config):
+        logger.info("%s", line.replace("STUDY", args.study))
     stopped = f", {result['stopped']} stopped early (saving {result['epochs_saved']} epochs)" if config.scheduler.name != "fifo" else ""
     logger.info(
         "study %s: %d complete%s, %d failed, Pareto set of %d; table %s%s",
@@ -385,14 +425,36 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     config = _study(args)
-    path = _write_report(config, args.storage, args.output, args.trials, args.png)
+    if args.png:  # a requested output that cannot be written is an error, before anything is written
+        import importlib.util
+
+        if importlib.util.find_spec("kaleido") is None:
+            raise DataError("--png: kaleido is not installed (pip install kaleido; it also needs a Chromium)")
+    path = _write_report(config, args.storage, args.output, args.trials, args.png, study_file=args.study)
     return {"report": str(path)}
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from dse.study.export import export_trial
 
-    return export_trial(_study(args), args.output, storage=args.storage, trial=args.trial, pick=args.pick)
+    return export_trial(_study(args), args.output, storage=args.storage, trial=args.trial, pick=args.pick, full=args.full)
+
+
+def _cmd_export_model(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.deploy import export_onnx
+
+    result = export_onnx(args.checkpoint, args.output, opset=args.opset, samples=args.samples)
+    logger.info("%s: %s, opset %s; onnxruntime agrees with torch on %.2f%% of %d test samples (max |logit diff| %.2g)",
+                result["output"], result["quantization"], result["opset"], 100 * result["agreement"], result["samples"],
+                result["max_abs_diff"])
+    return result
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> dict[str, Any]:
+    from dse.study.dashboard import serve_dashboard
+
+    serve_dashboard(_study(args), storage=args.storage, host=args.host, port=args.port)
+    return {}
 
 
 _COMMANDS = {
@@ -405,6 +467,8 @@ _COMMANDS = {
     "export": _cmd_export,
     "rescore": _cmd_rescore,
     "transfer": _cmd_transfer,
+    "dashboard": _cmd_dashboard,
+    "export-model": _cmd_export_model,
 }
 
 
@@ -415,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _BadFlag as err:
         sys.stderr.write(f"dse: error: {err} (see `dse --help`)\n")
         return 2
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.quiet)
     try:
         result = _COMMANDS[args.command](args)
     except DseError as err:

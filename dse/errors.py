@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping", "refuse_bools", "refuse_non_finite"]
+__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping", "refuse_bool_numbers", "refuse_bools", "refuse_non_finite"]
 
 
 class DseError(ValueError):
@@ -105,3 +105,22 @@ def refuse_bools(candidate: Mapping[str, Any], where: str) -> None:
         items = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, bool) for v in items):
             raise SpecError(f"{where}: {key}: expected a number or a name, got {str(value).lower()}")
+
+
+def refuse_bool_numbers(value: Any, where: str, field: str, switches: frozenset[str]) -> None:
+    """Refuses ``true``/``false`` for any key of a nested section (recipe, eval) that is not one of
+    its ``switches``: pydantic and ``float()`` would read ``lr: true`` as 1.0.
+
+    Raises:
+        SpecError: ``where: field.path: expected a number, got true``.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else str(key)
+            if isinstance(item, bool) and key not in switches:
+                raise SpecError(f"{where}: {path}: expected a number or a name, got {str(item).lower()}")
+            refuse_bool_numbers(item, where, path, switches)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if isinstance(item, bool):
+                raise SpecError(f"{where}: {field}.{i}: expected a number or a name, got {str(item).lower()}")

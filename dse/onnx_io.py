@@ -38,12 +38,16 @@ from dse.compress.freeze import frozen
 from dse.compress.quant import QUANT_LAYERS
 from dse.errors import SpecError
 
-__all__ = ["INPUT_NAME", "ONNX_EXTRA", "OUTPUT_NAME", "onnx_opset", "ort_logits", "ort_median_ms", "ort_session",
-           "require", "to_onnx"]
+__all__ = [
+    "INPUT_NAME", "MIN_OPSET", "ONNX_EXTRA", "OUTPUT_NAME",
+    "onnx_opset", "ort_logits", "ort_median_ms", "ort_session", "require", "to_onnx",
+]
 
 #: The pip extra that installs onnx and onnxruntime.
 ONNX_EXTRA = "onnx"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+#: Lowest opset accepted: ONNX ``Round`` came in opset 11 (tested: 11 to 21; the default is the exporter's, 20).
+MIN_OPSET = 11
 
 
 def require(module: str) -> ModuleType:
@@ -74,15 +78,15 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int | None =
     Args:
         model: A dse model (left as it was: mode and weights are restored).
         input_shape: ``(channels, height, width)`` of one image.
-        opset: ONNX opset (default: the exporter's).
+        opset: ONNX opset, at least :data:`MIN_OPSET` (default: the exporter's, 20 with torch 2.13).
 
     Raises:
         SpecError: The onnx extra is missing, or the model cannot be exported (one line naming
             the model's quantization mode and the exporter's reason).
     """
     onnx = require("onnx")
-    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
-        raise SpecError(f"opset: must be a whole number, got {opset!r}")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET):
+        raise SpecError(f"opset: must be a whole number >= {MIN_OPSET} (ONNX Round, used by quantizers), got {opset!r}")
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     example = torch.rand((1, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     buffer = io.BytesIO()

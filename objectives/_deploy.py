@@ -38,10 +38,15 @@ def ort_latency_ms(
     each on the next image of ``data`` (the median resists other load on a shared machine). The
     model's train/eval mode and weights are left as they were.
 
+    Quantized candidates run as fake-quantized float32 graphs (:mod:`dse.onnx_io`): their figure
+    is the cost of simulating quantization (3-7x the float graph's here), not of integer kernels.
+
     Not a free objective although it depends on the structure only (dense float kernels take
-    the same time whatever the weight values): the export alone traces the model, about 1-3 s
-    on a shared 2-core machine, and free objectives are computed in the driver for many
-    candidates per proposal (surrogate sampler, constraint prechecks) while trials load the cores.
+    the same time whatever the weight values): one call exports the model, 0.2-0.4 s for a float
+    MobileNet-tiny or ResNet-20 and about 1 s for an 8-bit one on an idle core (several times that
+    on a loaded 2-core machine), and free objectives are computed in the study driver for up to
+    dozens of candidates per proposal (surrogate sampler, constraint prechecks), while trials
+    load the cores. So early stopping (``mo_asha``) does not rank on it at its rungs.
 
     Raises:
         SpecError: onnx/onnxruntime are not installed (naming the extra), or the model cannot be

@@ -495,6 +495,8 @@ TRAIN_FLAGS = [
     (["--set", "arch=true"], "arch"),
     (["--set", "recipe.lr=.nan"], "lr"),
     (["--set", "recipe.epochs=0"], "epochs"),
+    (["--set", "recipe.lr=true"], "recipe.lr"),
+    (["--recipe", "BOOLS"], "lr"),
     (["--set", "data.subset=0"], "subset"),
     (["--set", "data.seed=-1"], "seed"),
     (["--set", "data.val_fraction=true"], "val_fraction"),
@@ -515,8 +517,9 @@ def test_bad_train_flags(box, monkeypatch, flags, fragment):
     (box.root / "adir").mkdir()
     (box.root / "afile").write_text("x")
     (box.root / "tagged.yaml").write_text(f'epochs: !!python/object/apply:os.system ["touch {MARKER}"]\n')
+    (box.root / "bools.yaml").write_text("lr: true\n")
     swap = {"DIR": str(box.root / "adir"), "FILE/m.pt": str(box.root / "afile" / "m.pt"), "TAGGED": str(box.root / "tagged.yaml"),
-            "FILE": str(box.root / "afile")}
+            "FILE": str(box.root / "afile"), "BOOLS": str(box.root / "bools.yaml")}
     box.refuse(["train", *MODEL, *[swap.get(f, f) for f in flags]], fragment)
 
 
@@ -558,6 +561,10 @@ CANDIDATE_SECTIONS = [
     ({"recipe": 5}, "recipe"),
     ({"eval": {"attack": {"eps": float("nan")}}}, "eps"),
     ({"eval": {"max_samples": 0}}, "max_samples"),
+    ({"recipe": {"lr": True}}, "recipe.lr"),
+    ({"recipe": {"epochs": True}}, "recipe.epochs"),
+    ({"recipe": {"attack": {"eps": True}}}, "recipe.attack.eps"),
+    ({"eval": {"attack": {"steps": True}}}, "eval.attack.steps"),
     ({"data": {"subset": 0}}, "subset"),
     ({"data": {"val_fraction": float("nan")}}, "val_fraction"),
 ]

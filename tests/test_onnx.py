@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("onnx", reason="ONNX export needs the onnx extra: pip install -c constraints.txt -e '.[onnx]'")
-pytest.importorskip("onnxruntime", reason="ONNX checks need the onnx extra: pip install -c constraints.txt -e '.[onnx]'")
+_EXTRA = "needs the onnx extra: pip install -c constraints.txt -e '.[onnx]'"
+pytest.importorskip("onnx", reason=f"ONNX export {_EXTRA}")
+pytest.importorskip("onnxruntime", reason=f"onnxruntime checks {_EXTRA}")
 
 from dse import SpecError  # noqa: E402
 from dse.checkpoint import save_checkpoint  # noqa: E402
@@ -89,13 +90,15 @@ def test_other_modes_export(candidate, digits):
 
 def test_export_failure_is_a_one_line_error_naming_the_mode(digits, monkeypatch):
     def unsupported(*args, **kwargs):
-        raise RuntimeError("Exporting the operator 'aten::linalg_solve' to ONNX opset version 20 is not supported.\nmore")
+        raise RuntimeError("Exporting the operator 'aten::linalg_solve' to ONNX opset 20 is not supported.\nmore")
 
     monkeypatch.setattr(torch.onnx, "export", unsupported)
     model = make_model(digits, {**TINY, "quant": "mbn", "weight_bases": 2, "act_bases": 1})
     with pytest.raises(SpecError, match=r"^quant: mbn: cannot be exported to ONNX \(Exporting .*linalg_solve") as err:
         to_onnx(model, (1, 8, 8))
     assert "\n" not in str(err.value)
+    with pytest.raises(SpecError, match=r"^opset: must be a whole number >= 11"):
+        to_onnx(model, (1, 8, 8), opset=9)
 
 
 def test_a_missing_extra_is_named(monkeypatch):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dse.errors import SpecError
-from dse.errors import one_line_error, read_yaml_mapping, refuse_non_finite
+from dse.errors import one_line_error, read_yaml_mapping, refuse_bool_numbers, refuse_non_finite
 from dse.study.paths import DEFAULT_LOOKUP_ROOT, resolve_study_paths
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "StudyConfig",
     "load_study_config",
     "parse_duration",
+    "section_switches",
 ]
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate")  # sampler_registry.SAMPLER_NAMES (tested)
@@ -44,6 +45,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 
 def parse_duration(value: float | int | str | None) -> float | None:
     """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"`` or ``"1d"``; ``None`` stays ``None``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration like 600, '10m' or '2h'")
     if value is None or isinstance(value, (int, float)):
         return None if value is None else float(value)
     match = _DURATION.match(str(value))
@@ -54,7 +57,8 @@ def parse_duration(value: float | int | str | None) -> float | None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no ``true`` read as 1, no "5" read as 5; a whole number still passes for a float
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(_Strict):
@@ -401,6 +405,7 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
 
     for section in ("recipe", "eval"):
         refuse_non_finite(getattr(config, section), where, section)
+        refuse_bool_numbers(getattr(config, section), where, section, section_switches())
     refuse_non_finite(config.sampler.options, where, "sampler.options")
     try:
         check_options(config.space.name, config.space.options, config.space.fixed)
@@ -468,6 +473,18 @@ def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
         raise SpecError(f"{where}: output_dir: {existing} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"{where}: output_dir: {existing} is not writable")
+
+
+def section_switches() -> frozenset[str]:
+    """The keys of ``recipe`` and ``eval`` sections (and their attacks) that take true/false."""
+    import dataclasses
+
+    from dse.robust.config import AttackConfig
+    from dse.training import Recipe
+
+    recipe = {name for name, f in Recipe.model_fields.items() if f.annotation is bool}
+    attack = {f.name for f in dataclasses.fields(AttackConfig) if f.type in (bool, "bool")}
+    return frozenset(recipe | attack | {"cascade", "checks"})
 
 
 def eval_settings_for(config: StudyConfig):
