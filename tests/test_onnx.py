@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -121,3 +122,14 @@ def test_ort_latency_ms_is_a_positive_finite_float(trained_digits_model, digits)
     trained_digits_model.eval()
     print(f"\nort_latency_ms {value:.4f} ms (tiny MobileNet, 8x8 digits, 1 onnxruntime thread)")
     assert isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_the_export_model_command(trained_digits_model, tmp_path, capsys):
+    from dse.cli import main
+
+    ckpt = _checkpoint(tmp_path / "fp.pt", trained_digits_model, TINY)
+    assert main(["export-model", str(ckpt), "-o", str(tmp_path / "fp.onnx"), "--samples", "64", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["samples"] == 64 and result["agreement"] >= 0.99 and (tmp_path / "fp.onnx").is_file()
+    assert main(["export-model", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
