@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -369,6 +370,8 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")  # Ray Tune's own console output too
     logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))

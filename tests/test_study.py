@@ -419,3 +419,36 @@ def test_every_sampler_runs_the_tabular_study_under_a_free_constraint_and_resume
     assert all(t.user_attrs["metrics"]["nb201_params"] <= limit for t in scored)
     refused = [t for t in study.get_trials() if "rejected" in t.user_attrs]
     assert all("nb201_params" in t.user_attrs["rejected"] for t in refused)
+
+
+def test_console_report_csv_and_storage_agree_on_distinct_trials_and_the_front(tmp_path, capsys):
+    """One truth about repeats: a small space forces repeats; the console (JSON and the Pareto table),
+    the report header, trials.csv and the Optuna storage count the same distinct complete trials and
+    the same Pareto candidates, and Ray's and Optuna's banners stay off the console."""
+    import re
+
+    from dse.cli import main
+    from dse.study.pareto import non_dominated_mask
+
+    path = _nb201_study(tmp_path, space={"name": "nb201", "options": {"ops": SYNTHETIC_OPS[:2]}}, budget={"n_trials": 30},
+                        sampler={"name": "random", "seed": 0})
+    assert main(["run", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    console = captured.out + captured.err
+    for banner in ("Configuration for experiment", "TensorBoard", "View detailed results", "A new study created"):
+        assert banner not in console, banner
+    assert result["repeats"] > 0, "the space is small enough to force repeats"
+    table = pd.read_csv(result["table"])
+    distinct = table[(table["state"] == "COMPLETE") & table["duplicate_of"].isna()]
+    assert len(distinct) == result["complete"] and int(table["pareto"].sum()) == result["pareto"]
+    assert table.loc[table["duplicate_of"].notna(), "pareto"].sum() == 0, "a repeat is never a second front member"
+    study = optuna.load_study(study_name="nb", storage=load_study_config(path).storage_url())
+    stored = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
+    assert len(stored) == result["complete"]
+    values = np.array([t.values for t in stored])
+    assert int(non_dominated_mask(values, ["maximize", "maximize"]).sum()) == result["pareto"]
+    header = Path(result["report"]).read_text()
+    assert re.search(rf"{result['complete']} complete distinct candidates", header)
+    assert f"{result['pareto']} distinct candidates" in header
+    assert "knee (recommended)" in captured.err

@@ -113,9 +113,10 @@ def _init_ray(config: StudyConfig, address: str | None) -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # no CSV/JSON/TensorBoard logger callbacks (their "install TensorBoard" hint and files): the
-    # Optuna storage holds every result, and the console stays quiet unless -v
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ray Tune's new console output prints its experiment banner, results path and a TensorBoard
+    # hint to stdout whatever the verbosity; the legacy reporter at verbose=0 prints nothing (dse's
+    # own progress lines and Pareto table say what matters; -v sets RAY_AIR_NEW_OUTPUT=1 back)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if ray.is_initialized():
         return

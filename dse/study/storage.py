@@ -125,5 +125,7 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in config.directions()]:
         raise SpecError(f"study {config.name!r} in {url} was created with other objectives; use another name or storage")
     if study.metric_names is None:  # so Optuna's plots and optuna-dashboard label the axes
-        study.set_metric_names(config.objective_names())
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(config.objective_names())
     return study
