@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dse.candidate import SECTIONS, load_candidate_file, parse_set_args
 from dse.data import DATASETS
-from dse.errors import DataError, DseError, read_yaml_mapping, refuse_bool_numbers, refuse_bools, refuse_non_finite
+from dse.errors import DataError, DseError, read_yaml_mapping
 from dse.flags import (
     fraction,
     non_negative_int,
@@ -34,6 +33,7 @@ from dse.flags import (
     torch_device,
     trial_list,
 )
+from dse.inputs import check_data_options, named, read_candidate
 from dse.pipeline import (
     DEFAULT_DATA_ROOT,
     EvalOverrides,
@@ -234,59 +234,9 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(f"{key:>18}: {value}\n")
 
 
-def _candidate(args: argparse.Namespace):
-    """The candidate file and ``--set`` flags, read and validated; values are checked as written
-    (no ``true`` for a number, no NaN or infinity anywhere) before they are converted."""
-    from dse.study.config import section_switches
-
-    sources = [(parse_set_args(args.sets), "--set")]
-    if args.candidate is not None:
-        sources.insert(0, (read_yaml_mapping(args.candidate, "candidate"), args.candidate))
-    for raw, where in sources:
-        refuse_non_finite(raw, where)
-        refuse_bools({k: v for k, v in raw.items() if k not in SECTIONS}, where)
-        refuse_bool_numbers({k: v for k, v in raw.items() if k in ("recipe", "eval")}, where, "", section_switches())
-    try:
-        return load_candidate_file(args.candidate, args.sets)
-    except DseError as err:
-        if args.candidate is None and str(err).startswith("candidate: "):
-            raise type(err)("--set: " + str(err).removeprefix("candidate: ")) from None
-        raise
-
-
-def _check_data(opts: dict[str, Any], *, download: bool) -> None:
-    """The data options make a loadable data set (subset, validation fraction, seed, the CIFAR
-    folder unless ``--download``), checked before anything is written or trained."""
-    from dse.data import dataset_spec
-    from dse.data.cifar import resolve_cifar_dir
-
-    subset, fraction, seed = opts["subset"], opts["val_fraction"], opts["seed"]
-    classes = dataset_spec(opts["dataset"]).num_classes
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < classes):
-        raise DseError(f"data.subset: expected a whole number >= {classes} (the classes of {opts['dataset']}), got {subset!r}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise DseError(f"data.val_fraction: expected a number in [0, 1), got {fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DseError(f"data.seed: expected a whole number >= 0, got {seed!r}")
-    if opts["root"] is not None and not isinstance(opts["root"], str):
-        raise DseError(f"data.root: expected a folder path, got {opts['root']!r}")
-    if opts["dataset"] != "digits" and not download:
-        resolve_cifar_dir(opts["dataset"], opts["root"] or DEFAULT_DATA_ROOT, download=False)
-
-
-def _named(where: str | None, call, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)``, its one-line error prefixed with ``where`` (the file it checks)."""
-    try:
-        return call(*args, **kwargs)
-    except DseError as err:
-        if where is None or str(err).startswith(str(where)):
-            raise
-        raise type(err)(f"{where}: {err}") from None
-
-
 def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
-    cf = _candidate(args)
-    section = _named(args.candidate, data_options, _named(args.candidate, cf.section, "data"))
+    cf = read_candidate(args.candidate, args.sets)
+    section = named(args.candidate, data_options, named(args.candidate, cf.section, "data"))
     result = profile_candidate(cf.candidate, args.dataset or section["dataset"], layers=args.layers)
     if args.layers and not args.json:
         for layer in result["layers"]:
@@ -297,29 +247,28 @@ def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Every input (candidate file and its sections, recipe file, flags, data folder, output path)
     is checked before :func:`train_to_checkpoint` writes or trains anything."""
-    from dse.study.config import section_switches
+    from dse.study.values import check_sections
 
-    cf = _candidate(args)
+    cf = read_candidate(args.candidate, args.sets)
     where = args.candidate
-    section = _named(where, cf.section, "data")
-    _named(where, _check_data, _named(where, data_options, section), download=True)  # the file's own values
+    section = named(where, cf.section, "data")
+    named(where, check_data_options, named(where, data_options, section), default_root=DEFAULT_DATA_ROOT, download=True)  # the file's own values
     opts = data_options(section, **_data_overrides(args))
-    _check_data(opts, download=args.download)
-    recipe_fields = _named(where, cf.section, "recipe")
-    _named(where, default_recipe, opts["dataset"], **recipe_fields)
+    check_data_options(opts, default_root=DEFAULT_DATA_ROOT, download=args.download)
+    recipe_fields = named(where, cf.section, "recipe")
+    named(where, default_recipe, opts["dataset"], **recipe_fields)
     if args.recipe:
         recipe_file = read_yaml_mapping(args.recipe, "recipe")
-        refuse_non_finite(recipe_file, args.recipe)
-        refuse_bool_numbers(recipe_file, args.recipe, "", section_switches())
-        _named(args.recipe, default_recipe, opts["dataset"], **recipe_file)
+        check_sections({"recipe": recipe_file}, args.recipe)
+        named(args.recipe, default_recipe, opts["dataset"], **recipe_file)
         recipe_fields.update(recipe_file)
     for flag in ("method", "epochs", "batch_size", "lr", "seed"):
         value = getattr(args, flag)
         if value is not None:
             recipe_fields[flag] = value
     recipe = default_recipe(opts["dataset"], **recipe_fields)
-    eval_section = _named(where, cf.section, "eval")
-    _named(where, EvalOverrides().settings, opts["dataset"], eval_section)
+    eval_section = named(where, cf.section, "eval")
+    named(where, EvalOverrides().settings, opts["dataset"], eval_section)
     settings = _eval_overrides(args).settings(opts["dataset"], eval_section)
     return train_to_checkpoint(
         cf.candidate, data=opts, recipe=recipe, settings=settings, device=args.device, download=args.download, output=args.output

@@ -789,3 +789,16 @@ def test_shipped_studies_pass_every_check_from_another_directory(box, name):
         pytest.skip(f"{SHARED_DATA} is absent here (the study reads its data from ../shared/data)")
     with pytest.raises(AssertionError, match="run_study was reached"):
         main(["run", str(REPO / "studies" / name)])
+
+
+def test_switches_in_candidate_sections_stay_allowed(box, monkeypatch):
+    """``true``/``false`` is refused for numbers, not for the recipe's and evaluation's switches."""
+    _no_training(monkeypatch)
+    sections = {"recipe": {"epochs": 1, "amp": False, "nesterov": True, "channels_last": True, "attack": {"random_start": False}},
+                "eval": {"cascade": True, "checks": {"enabled": True, "samples": 10}, "attack": {"random_start": True}}}
+    with pytest.raises(pytest.fail.Exception, match="training was reached"):
+        main(["train", str(box.candidate({**CANDIDATE, **sections})), "--subset", "100"])
+    study = {**BASE, "recipe": {**BASE["recipe"], "amp": False}, "eval": {**BASE["eval"], "checks": False, "cascade": True},
+             "sampler": {"name": "tpe", "seed": 0, "options": {"multivariate": True}}}
+    with pytest.raises(AssertionError, match="run_study was reached"):
+        main(["run", str(box.study(study))])

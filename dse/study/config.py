@@ -20,8 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dse.errors import SpecError
-from dse.errors import one_line_error, read_yaml_mapping, refuse_bool_numbers, refuse_non_finite
+from dse.errors import one_line_error, read_yaml_mapping, refuse_non_finite
 from dse.study.paths import DEFAULT_LOOKUP_ROOT, resolve_study_paths
+from dse.study.values import check_sections
 
 __all__ = [
     "BudgetConfig",
@@ -36,7 +37,6 @@ __all__ = [
     "StudyConfig",
     "load_study_config",
     "parse_duration",
-    "section_switches",
 ]
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate")  # sampler_registry.SAMPLER_NAMES (tested)
@@ -403,10 +403,8 @@ def _check_recipe_and_space(config: StudyConfig, *, where: str) -> None:
     from objectives import is_lookup_objective
     from search_spaces import check_options
 
-    for section in ("recipe", "eval"):
-        refuse_non_finite(getattr(config, section), where, section)
-        refuse_bool_numbers(getattr(config, section), where, section, section_switches())
-    refuse_non_finite(config.sampler.options, where, "sampler.options")
+    check_sections({"recipe": config.recipe, "eval": config.eval}, where)
+    refuse_non_finite(config.sampler.options, where, "sampler.options")  # switches such as multivariate: true stay
     try:
         check_options(config.space.name, config.space.options, config.space.fixed)
     except SpecError as err:
@@ -473,18 +471,6 @@ def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
         raise SpecError(f"{where}: output_dir: {existing} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"{where}: output_dir: {existing} is not writable")
-
-
-def section_switches() -> frozenset[str]:
-    """The keys of ``recipe`` and ``eval`` sections (and their attacks) that take true/false."""
-    import dataclasses
-
-    from dse.robust.config import AttackConfig
-    from dse.training import Recipe
-
-    recipe = {name for name, f in Recipe.model_fields.items() if f.annotation is bool}
-    attack = {f.name for f in dataclasses.fields(AttackConfig) if f.type in (bool, "bool")}
-    return frozenset(recipe | attack | {"cascade", "checks"})
 
 
 def eval_settings_for(config: StudyConfig):
