@@ -58,6 +58,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; an output gets the usual permissions
         os.replace(tmp, path)
     except OSError as err:
         raise DataError(f"{path}: cannot be written ({err.strerror or err})") from err
@@ -65,6 +66,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
