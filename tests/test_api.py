@@ -64,6 +64,7 @@ def _check(result: dict, tmp_path: Path, n_trials: int) -> None:
     assert (tmp_path / "best.yaml").is_file() and 0.0 <= result["robust_acc"] <= 1.0 and result["suite"] == "quick"
 
 
+@pytest.mark.slow  # a fresh Python, Ray and two trainings (~1 min): the API's calls are covered in-process below
 def test_the_quick_start_from_a_script_scaled_down(tmp_path):
     """The quick start's study file, scaled to 2 one-epoch trials on 200 images, run through the API."""
     import ray

@@ -118,6 +118,7 @@ def test_resume_beside_a_live_driver_shares_the_work(tmp_path):
     assert len(drivers) == 2, "both drivers trained candidates"
 
 
+@pytest.mark.slow  # ~50 s of two Ray drivers: CI runs the resume-beside-a-live-driver test instead
 def test_two_runs_started_together_train_each_candidate_once(tmp_path):
     import ray
 
