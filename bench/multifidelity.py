@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             runs = []
             for seed in range(args.seeds):
-                config = load_study_config(study_file(Path(tmp), table.source, scheduler=scheduler, seed=seed, trials=budget, sampler=args.sampler))
+                config = load_study_config(study_file(Path(tmp), str(Path(table.source).resolve()), scheduler=scheduler, seed=seed, trials=budget, sampler=args.sampler))
                 rule = rule_factory(config=config) if rule_factory else None
                 sim = simulate_study(config, workers=args.workers, rule=rule)
                 runs.append(hv_curve(sim, names, directions, ref, true_hv))
