@@ -337,11 +337,11 @@ def _study(args: argparse.Namespace):
 
 
 def _write_report(config, storage: str | None, output: str | None = None, selected=None, png: bool = False,
-                  study_file: str | None = None) -> Path:
+                  study_file: str | None = None, tables=None) -> Path:
     from dse.report import write_report
     from dse.study.tables import load_tables
 
-    trials, epochs, meta = load_tables(config, storage)
+    trials, epochs, meta = tables if tables is not None else load_tables(config, storage)
     if study_file:
         meta["study_file"] = study_file  # the recommended panel's commands name it
     path = Path(output) if output else config.out_dir() / "report.html"
@@ -358,13 +358,13 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
     check_runnable(config, where=args.study, address=args.address)
     outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
     result = dict(outcome)
-    if not args.no_report:
-        result["report"] = str(_write_report(config, args.storage, study_file=args.study))
     from dse.study.summary import pareto_table
-    from dse.study.tables import load_tables, mark_pareto
+    from dse.study.tables import load_tables
 
-    trials, _, _ = load_tables(config, args.storage)
-    for line in pareto_table(mark_pareto(trials, config), config):
+    tables = load_tables(config, args.storage)  # read once: the report and the Pareto table
+    if not args.no_report:
+        result["report"] = str(_write_report(config, args.storage, study_file=args.study, tables=tables))
+    for line in pareto_table(tables[0], config):
         logger.info("%s", line.replace("STUDY", args.study))
     stopped = f", {result['stopped']} stopped early (saving {result['epochs_saved']} epochs)" if config.scheduler.name != "fifo" else ""
     logger.info(

@@ -22,27 +22,12 @@ from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA, rung_vector
 from dse.study.drivers import Heartbeat, budget_used, driver_id, finished_trials, recover_interrupted, release, trial_counts
 from dse.study.searcher import searcher_class
-from dse.study.summary import best_so_far
+from dse.study.summary import best_so_far, pareto_size
 from dse.study.storage import make_sampler, open_study
 
 __all__ = ["StudyOutcome", "finished_trials", "make_scheduler", "recover_interrupted", "run_study"]
 
 logger = logging.getLogger(__name__)
-
-
-def _pareto_size(study: optuna.Study) -> int:
-    """Distinct candidates on the feasible front (reused repeats are not counted again)."""
-    feasible = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
-    ]
-    if not feasible:
-        return 0
-    from dse.study.pareto import non_dominated_mask
-    import numpy as np
-
-    values = np.array([t.values for t in feasible], dtype=float)
-    return int(non_dominated_mask(values, [d.name.lower() for d in study.directions]).sum())
 
 
 class _Progress:
@@ -64,7 +49,7 @@ class _Progress:
             return
         c = trial_counts(self.study)
         done = c["complete"] - c["duplicates"] + c["stopped"] + c["failed"]
-        status = f"running={c['running']} stopped={c['stopped']} failed={c['failed']} pareto={_pareto_size(self.study)}"
+        status = f"running={c['running']} stopped={c['stopped']} failed={c['failed']} pareto={pareto_size(self.study)}"
         best = best_so_far(self.study, self.config)
         status += f"; {best}" if best else ""
         if self.bar is not None:
@@ -217,7 +202,7 @@ def run_study(
         rejected=c["rejected"],
         epochs_saved=c["epochs_saved"],
         failed=c["failed"],
-        pareto=_pareto_size(study),
+        pareto=pareto_size(study),
         storage=storage or config.storage_url(),
         **paths,
     )

@@ -43,6 +43,7 @@ __all__ = [
     "RegularizedEvolutionSampler",
     "crowding_distance",
     "mutate",
+    "params_key",
     "non_dominated_ranks",
 ]
 
@@ -146,7 +147,8 @@ def _inside(value: Any, dist: BaseDistribution) -> bool:
     return False
 
 
-def _key(params: Mapping[str, Any]) -> tuple:
+def params_key(params: Mapping[str, Any]) -> tuple:
+    """A hashable identity of a candidate's params (to tell scored candidates from new ones)."""
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
@@ -222,7 +224,7 @@ class _MutationSampler(optuna.samplers.BaseSampler):
         if len(trials) < self._n_startup:
             return {}
         seen = {
-            _key({k: v for k, v in t.params.items() if k in search_space})
+            params_key({k: v for k, v in t.params.items() if k in search_space})
             for t in all_trials
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         }
@@ -234,7 +236,7 @@ class _MutationSampler(optuna.samplers.BaseSampler):
                     continue
                 for _ in range(self._max_tries):
                     child = mutate(base, search_space, self._rng, n_keys=n_keys, sigma=self._sigma)
-                    if _key(child) in seen or (self._filter is not None and not self._filter(child)):
+                    if params_key(child) in seen or (self._filter is not None and not self._filter(child)):
                         continue
                     self._parents[trial.number] = dict(parent.params)
                     self._used(parent)

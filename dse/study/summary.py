@@ -15,18 +15,32 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from dse.study.config import StudyConfig
-from dse.study.pareto import knee_point, pareto_front
+from dse.study.pareto import knee_point, non_dominated_mask, pareto_front
 
-__all__ = ["best_so_far", "pareto_table"]
+__all__ = ["best_so_far", "distinct_feasible", "pareto_size", "pareto_table"]
+
+
+def distinct_feasible(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials that meet every constraint, repeats (``duplicate_of``) left out."""
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
+    ]
+
+
+def pareto_size(study: optuna.Study) -> int:
+    """Distinct candidates on the feasible front (reused repeats are not counted again)."""
+    feasible = distinct_feasible(study)
+    if not feasible:
+        return 0
+    values = np.array([t.values for t in feasible], dtype=float)
+    return int(non_dominated_mask(values, [d.name.lower() for d in study.directions]).sum())
 
 
 def best_so_far(study: optuna.Study, config: StudyConfig) -> str:
     """``robust_acc 0.574 (#5), params 240,370 (#1)``: each objective's best over the complete,
     feasible, distinct trials ('' before the first)."""
-    trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.user_attrs.get("constraint_values", []))
-    ]
+    trials = distinct_feasible(study)
     if not trials:
         return ""
     values = np.array([t.values for t in trials], dtype=float)

@@ -38,7 +38,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 from dse.study.pareto import non_dominated_mask
-from dse.study.samplers import ParamsFilter, mutate
+from dse.study.samplers import ParamsFilter, mutate, params_key
 
 __all__ = ["FreeValues", "SurrogateSampler", "encode"]
 
@@ -92,10 +92,6 @@ def _moves(rows: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any
     a = np.array([level(r) for r in rows])
     b = np.array([level(r) for r in targets])
     return (a[:, None, :] != b[None, :, :]).sum(axis=2).min(axis=1)
-
-
-def _key(params: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 class SurrogateSampler(optuna.samplers.BaseSampler):
@@ -170,7 +166,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
     def _allowed_params(self, params: Mapping[str, Any]) -> bool:
         if self._filter is None:
             return True
-        key = _key(params)
+        key = params_key(params)
         if key not in self._allowed:
             self._allowed[key] = bool(self._filter(params))
         return self._allowed[key]
@@ -187,7 +183,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
                 rows = [r for r in rows if self._allowed_params(r)]
                 self._grid_cache = (cache_key, rows, encode(rows, space))
             _, rows, codes = self._grid_cache
-            keep = np.array([_key(r) not in seen for r in rows], dtype=bool)
+            keep = np.array([params_key(r) not in seen for r in rows], dtype=bool)
             return [r for r, k in zip(rows, keep) if k], codes[keep]
         rows: dict[tuple, dict[str, Any]] = {}
         draws = [{k: self._random_value(d) for k, d in space.items()} for _ in range(self._pool_size)]
@@ -196,7 +192,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
             for n_keys in (1, 1, 2):
                 draws.extend(mutate(base, space, self._rng, n_keys=n_keys) for _ in range(max(self._pool_size // max(len(front), 1) // 3, 1)))
         for row in draws:
-            key = _key(row)
+            key = params_key(row)
             if key not in seen and key not in rows and self._allowed_params(row):
                 rows[key] = row
         listed = list(rows.values())
@@ -221,7 +217,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         feasible = [t for t in done if all(v <= 0 for v in t.constraints.values())] if done else []
         if len(done) < self._n_startup or len(feasible) < 2 or self._rng.rand() < self._random_share:
             return {}
-        seen = {_key({k: t.params[k] for k in search_space if k in t.params}) for t in all_trials
+        seen = {params_key({k: t.params[k] for k in search_space if k in t.params}) for t in all_trials
                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
         signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
         loss = np.array([t.values for t in feasible], dtype=float) * signs
@@ -233,10 +229,10 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         if self._rng.rand() < self._local:
             # model-guided local search: only candidates one key (else two) away from a front member
             # around the front member whose neighbourhood was proposed from least (Pareto local search)
-            counts = np.array([self._children.get(_key(p), 0) for p in front_params], dtype=float)
+            counts = np.array([self._children.get(params_key(p), 0) for p in front_params], dtype=float)
             counts += self._rng.rand(len(counts)) * 0.5
             parent = front_params[int(np.argmin(counts))]
-            self._children[_key(parent)] = self._children.get(_key(parent), 0) + 1
+            self._children[params_key(parent)] = self._children.get(params_key(parent), 0) + 1
             moves = _moves(pool, [parent], search_space)
             for radius in (1, 2):
                 near = np.flatnonzero(moves <= radius)
@@ -264,7 +260,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         if self._free is not None:
             exact = estimate[best].copy()
             for row, i in enumerate(best):
-                key = _key(pool[i])
+                key = params_key(pool[i])
                 if key not in self._free_cache:
                     self._free_cache[key] = dict(self._free(pool[i]))
                 for j, value in self._free_cache[key].items():
@@ -273,9 +269,6 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         return dict(pool[int(best[0])])
 
     def _estimate(self, x: np.ndarray, loss: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return self._estimate_forest(x, loss, codes)
-
-    def _estimate_forest(self, x: np.ndarray, loss: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Optimistic loss estimates of the pool: per objective, forest mean minus ``kappa`` tree spreads."""
         from sklearn.ensemble import RandomForestRegressor  # imported here: only this sampler needs scikit-learn
 
