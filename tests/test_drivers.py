@@ -94,7 +94,6 @@ def _assert_each_candidate_once(path: Path) -> list[optuna.trial.FrozenTrial]:
     return trials
 
 
-@pytest.mark.slow  # KNOWN RACE: failed once in a clean CI run (a candidate trained twice, 7 distinct of 8); see issue 10
 def test_resume_beside_a_live_driver_shares_the_work(tmp_path):
     import ray
 

@@ -138,6 +138,7 @@ def run_study(
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from dse.study.claims import CandidateClaims
     from dse.study.scheduling import ray_scheduler
     from dse.study.trial import run_trial
     from dse.study.tables import write_tables
@@ -166,7 +167,8 @@ def run_study(
         # room for the trials other drivers hold now: if one of them dies, its candidate is queued
         # again and this driver takes it; the shared total stops asking at the budget either way
         cap = remaining + trial_counts(study)["claimed"]
-        searcher = searcher_class()(study, config, cap, progress, core, total=total, driver=driver_id())
+        claims = CandidateClaims(storage or config.storage_url(), config.name)
+        searcher = searcher_class()(study, config, cap, progress, core, total=total, driver=driver_id(), claims=claims)
         trainable = tune.with_resources(run_trial, {"cpu": ex.cpus_per_trial, "gpu": ex.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
@@ -189,6 +191,7 @@ def run_study(
                 tuner.fit()
         finally:
             release(study, searcher.live_trial_ids())  # a wall-time stop leaves trials unfinished
+            claims.close()
             if progress:
                 progress.close()
     else:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from dse.study.claims import CandidateClaims
 from dse.study.config import StudyConfig
 from dse.study.drivers import INTERRUPTED, budget_used
 from dse.study.scheduling import MultiObjectiveASHA
@@ -37,9 +37,6 @@ MAX_REFUSALS = 500
 MASKING_ATTRS = ("masking_flags", "masking_checks", "suite_per_attack")
 #: Trial attributes of a trial stopped early (copied to reused repeats).
 STOP_ATTRS = ("stopped_at_epoch", "rung_values", "epochs_saved", "free_values")
-#: Seconds a driver waits between writing a trial's candidate and looking for the same candidate
-#: in other drivers' running trials (see ``_claimed_elsewhere``).
-SETTLE_S = 0.3
 #: Per-epoch keys kept in a trial's history, besides every ``val_*`` (validation, ladder, timing).
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_seconds")
 
@@ -104,8 +101,9 @@ def searcher_class():
     study, the config, the budget of trials to ask, an optional progress display, an optional
     :class:`~dse.study.scheduling.MultiObjectiveASHA` whose stopped trials it records as PRUNED,
     the study's total budget (shared with other drivers: asking stops once finished plus claimed
-    trials in the storage reach it) and this driver's id (recorded as ``driver`` on the trials it
-    trains; see :mod:`dse.study.drivers`).
+    trials in the storage reach it), this driver's id (recorded as ``driver`` on the trials it
+    trains; see :mod:`dse.study.drivers`) and the study's :class:`~dse.study.claims.CandidateClaims`
+    (None for an in-memory study with one driver).
     """
     from ray.tune.search import Searcher
 
@@ -113,11 +111,13 @@ def searcher_class():
 
     class _AskTell(Searcher):
         def __init__(self, study: optuna.Study, config: StudyConfig, budget: int, progress: Any = None,
-                     scheduler: MultiObjectiveASHA | None = None, total: int | None = None, driver: str = "") -> None:
+                     scheduler: MultiObjectiveASHA | None = None, total: int | None = None, driver: str = "",
+                     claims: CandidateClaims | None = None) -> None:
             super().__init__(metric=None, mode=None)
             self.study, self.config, self.budget, self.progress = study, config, budget, progress
             self.total, self.driver = total, driver
             self.scheduler = scheduler
+            self.claims = claims
             self.study_dict = config.to_dict()
             self.live: dict[str, optuna.Trial] = {}
             self.waiting: dict[str, list[optuna.Trial]] = {}
@@ -152,20 +152,24 @@ def searcher_class():
                         return Searcher.FINISHED
                     continue
                 previous = self._completed_with(candidate)
-                running = next((tid for tid, t in self.live.items() if t.user_attrs.get("candidate") == candidate), None)
-                elsewhere = None if previous is not None or running is not None else self._claimed_elsewhere(trial, candidate)
+                owner = None if previous is not None else self._claim(trial, candidate)
+                if owner is None and previous is None:
+                    break  # this trial holds the candidate's claim: it trains it
+                if previous is None:
+                    if owner.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                        previous = owner  # finished between the two looks
                 if previous is not None:
                     self._tell_repeat(trial, previous)
-                elif running is not None:  # the same candidate is being trained: take its result when it ends
-                    trial.set_user_attr("waits_for", self.live[running].number)
-                    self.waiting.setdefault(running, []).append(trial)
-                elif elsewhere is not None:  # another driver trains it: its result lives in that trial
-                    trial.set_user_attr("duplicate_of", elsewhere.number)
-                    trial.set_user_attr("repeat_of_running", True)
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    logger.info("trial %d: trial %d of another driver trains this candidate", trial.number, elsewhere.number)
                 else:
-                    break
+                    own = next((tid for tid, t in self.live.items() if t.number == owner.number), None)
+                    if own is not None:  # this driver trains it: take its result when it ends
+                        trial.set_user_attr("waits_for", owner.number)
+                        self.waiting.setdefault(own, []).append(trial)
+                    else:  # another driver trains it: its result lives in that trial
+                        trial.set_user_attr("duplicate_of", owner.number)
+                        trial.set_user_attr("repeat_of_running", True)
+                        self.study.tell(trial, state=TrialState.PRUNED)
+                        logger.info("trial %d: trial %d of another driver trains this candidate", trial.number, owner.number)
                 repeats += 1
                 if repeats >= MAX_REPEATED_ASKS:
                     logger.warning("the sampler proposed only already-scored candidates %d times: the space looks exhausted", MAX_REPEATED_ASKS)
@@ -193,21 +197,22 @@ def searcher_class():
             held = [*self.live.values(), *(t for ts in self.waiting.values() for t in ts)]
             return [t._trial_id for t in held]
 
-        def _claimed_elsewhere(self, trial: optuna.Trial, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
-            """A RUNNING trial of another driver with the same candidate and a lower number (the lower
-            number trains it; the other driver, seeing this trial's higher number, goes on).
-
-            Both drivers write the candidate right after ``ask``; this driver waits
-            :data:`SETTLE_S` first (training studies only) so that a trial asked earlier elsewhere
-            has written its candidate by the time this one looks.
-            """
-            if not self.config.is_tabular or self.config.is_replay:
-                time.sleep(SETTLE_S)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if (t.user_attrs.get("driver") not in (None, self.driver) and t.number < trial.number
-                        and t.user_attrs.get("candidate") == candidate and "waits_for" not in t.user_attrs):
-                    return t
-            return None
+        def _claim(self, trial: optuna.Trial, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+            """Claims ``candidate`` for ``trial`` (see :mod:`dse.study.claims`): None when ``trial``
+            now holds it, else the running or finished trial that does. A claim held by a trial that
+            failed or was interrupted passes to ``trial``."""
+            while True:
+                if self.claims is None:  # an in-memory study with one driver: this driver's trials only
+                    number = next((t.number for t in self.live.values() if t.user_attrs.get("candidate") == candidate), None)
+                else:
+                    number = self.claims.claim(candidate, trial.number)
+                if number is None:
+                    return None
+                owner = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+                if owner.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
+                    return owner
+                if self.claims.take_over(candidate, number, trial.number):
+                    return None
 
         def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
