@@ -160,10 +160,12 @@ def evaluate(checkpoint: str | os.PathLike[str], *, suite: str | None = None, sp
                                curves=curves, checks=checks, device=device, output=output)
 
 
-def profile_candidate(candidate: str | os.PathLike[str] | Mapping[str, Any], *, dataset: str = "digits", layers: bool = False) -> dict[str, Any]:
-    """Params, MACs, BOPS and sizes of a candidate (a file or a spec), without training."""
+def profile_candidate(candidate: str | os.PathLike[str] | Mapping[str, Any], *, dataset: str = "digits", layers: bool = False,
+                      seed: int = 0) -> dict[str, Any]:
+    """Params, MACs, BOPS and sizes of a candidate (a file or a spec), without training; ``seed``
+    seeds the initial weights (``compressed_bytes`` depends on them), as ``dse profile --seed``."""
     from dse.candidate import load_candidate_file
     from dse.pipeline import profile_candidate as count
 
     spec = dict(candidate) if isinstance(candidate, Mapping) else load_candidate_file(candidate).candidate
-    return count(spec, dataset, layers=layers)
+    return count(spec, dataset, layers=layers, seed=seed)

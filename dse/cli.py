@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_candidate_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--layers", action="store_true", help="also list every conv/linear layer")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the initial weights, which compressed_bytes depends on (default 0; recorded in the output)")
 
     p = sub.add_parser("train", help="train one candidate with a recipe and score every objective")
     _add_candidate_args(p)
@@ -237,7 +239,7 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 def _cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     cf = read_candidate(args.candidate, args.sets)
     section = named(args.candidate, data_options, named(args.candidate, cf.section, "data"))
-    result = profile_candidate(cf.candidate, args.dataset or section["dataset"], layers=args.layers)
+    result = profile_candidate(cf.candidate, args.dataset or section["dataset"], layers=args.layers, seed=args.seed)
     if args.layers and not args.json:
         for layer in result["layers"]:
             sys.stdout.write(f"{layer['name']:<28} {layer['kind']:<15} {layer['params']:>9} {layer['macs']:>11}\n")

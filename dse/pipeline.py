@@ -376,16 +376,20 @@ def transfer_between(
 
 
 # --------------------------------------------------------------------------- costs only
-def profile_candidate(candidate: Mapping[str, Any], dataset: str, *, layers: bool = False) -> dict[str, Any]:
+def profile_candidate(candidate: Mapping[str, Any], dataset: str, *, layers: bool = False, seed: int = 0) -> dict[str, Any]:
     """Params, MACs, Lipschitz bound, BOPS and sizes of a candidate's (untrained) model.
 
     Args:
         candidate: The candidate spec.
         dataset: The data set whose input shape and class count the model is built for.
         layers: Also list every conv/linear layer under ``layers``.
+        seed: Seeds the initial weights, so ``compressed_bytes`` (which depends on the weight
+            values) is the same on every call; the caller's random state is left as it was.
     """
     spec = dataset_spec(dataset)
-    model = build_for(candidate, spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_for(candidate, spec)
     prof = profile_model(model, in_channels=spec.in_channels, image_size=spec.image_size)
     try:  # seed 000's eq. 5 is defined for inverted-residual networks only
         bound = OBJECTIVES["lipschitz_bound"].fn(model, None, None)
@@ -394,6 +398,7 @@ def profile_candidate(candidate: Mapping[str, Any], dataset: str, *, layers: boo
     result: dict[str, Any] = {
         "candidate": dict(candidate),
         "dataset": dataset,
+        "seed": seed,
         "input": [spec.in_channels, spec.image_size, spec.image_size],
         "params": prof["params"],
         "macs": prof["macs"],

@@ -48,6 +48,24 @@ def test_profile_from_file_with_layers(capsys, tmp_path):
     assert sum(layer["macs"] for layer in result["layers"]) == result["macs"]
 
 
+def test_profile_is_seeded_so_compressed_bytes_repeat(capsys):
+    """compressed_bytes depends on the initial weights: two profiles of one candidate agree (seed
+    0 by default, recorded), another --seed gives other weights, and the caller's RNG is untouched."""
+    import torch
+
+    cand = ["--set", "arch=mobilenet_tiny", "--set", "width_mult=0.35", "--set", "expand_ratio=2", "--json"]
+    torch.manual_seed(123)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(123)
+    first, second = (run(capsys, "profile", *cand)[1] for _ in range(2))
+    assert torch.rand(1) == expected_draw, "profiling left the global torch RNG alone"
+    assert first["seed"] == second["seed"] == 0
+    assert first["compressed_bytes"] == second["compressed_bytes"]
+    other = run(capsys, "profile", *cand, "--seed", "7")[1]
+    assert other["seed"] == 7 and other["compressed_bytes"] != first["compressed_bytes"]
+    assert run(capsys, "profile", *cand, "--seed", "7")[1]["compressed_bytes"] == other["compressed_bytes"]
+
+
 def test_train_writes_safe_checkpoint_and_eval_agrees(capsys, tmp_path):
     ckpt = tmp_path / "model.pt"
     code, result, err = run(
