@@ -1,7 +1,10 @@
-"""Shared fixtures: a small digits data set and a quickly trained MobileNet-tiny on it."""
+"""Shared fixtures: a small digits data set and a quickly trained MobileNet-tiny on it; synthetic
+tables (learning curves, NAS-Bench-201 results) and checks shared by the several-driver tests."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from pathlib import Path
 
@@ -116,3 +119,47 @@ def learning_curve_table(root: Path, n: int = 18, epochs: int = 9) -> Path:
     pd.DataFrame(trials).to_csv(root / "trials.csv", index=False)
     pd.DataFrame(rows).to_csv(root / "epochs.csv", index=False)
     return root
+
+
+#: The two operations of the synthetic NAS-Bench-201 table: its 64 cells cover that space.
+SYNTHETIC_OPS = ["nor_conv_3x3", "skip_connect"]
+
+
+def synthetic_nb201_table(root: Path) -> Path:
+    """A NAS-Bench-201 robustness directory in the published layout for the 64 cells of SYNTHETIC_OPS."""
+    from dse.models.nb201 import make_cell
+
+    cells = [make_cell(list(ops)) for ops in itertools.product(SYNTHETIC_OPS, repeat=6)]
+    rng = np.random.default_rng(0)
+    clean = {str(i): float(v) for i, v in enumerate(rng.uniform(0.6, 0.95, len(cells)))}
+    pgd = {str(i): [float(v) * clean[str(i)] for v in rng.uniform(0.2, 0.8, 2)] for i in range(len(cells))}
+    meta = {"ids": {str(i): {"nb201-string": c, "isomorph": str(i)} for i, c in enumerate(cells)}, "epsilons": {"pgd@Linf": [2.0, 8.0]}}
+    (root / "cifar10").mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps(meta))
+    (root / "cifar10" / "clean_accuracy.json").write_text(json.dumps({"cifar10": {"clean": {"accuracy": clean}}}))
+    (root / "cifar10" / "pgd@Linf_accuracy.json").write_text(json.dumps({"cifar10": {"pgd@Linf": {"accuracy": pgd}}}))
+    return root
+
+
+def trained_trials(trials: list) -> list:
+    """Trials that trained (or looked up) their candidate: complete, not a reused repeat, not refused."""
+    import optuna
+
+    return [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+
+
+def assert_each_candidate_once(trials: list, budget: int) -> list:
+    """Several drivers shared one study: ``budget`` candidates were trained between them, none
+    twice, no trial was left running and no live driver's trial was taken from it. Returns the
+    trained trials."""
+    import optuna
+
+    from dse.study.drivers import INTERRUPTED
+
+    trained = trained_trials(trials)
+    candidates = [json.dumps(t.user_attrs["candidate"], sort_keys=True) for t in trained]
+    assert len(trained) == budget, f"the budget is shared: {len(trained)} trained, budget {budget}"
+    assert len(set(candidates)) == len(candidates), "a candidate was trained twice"
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING], "a trial was left running"
+    assert not [t for t in trials if t.user_attrs.get("error") == INTERRUPTED], "a live driver's trial was taken from it"
+    return trained

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from dse.study.config import load_study_config
-from dse.study.drivers import INTERRUPTED, budget_used, finished_trials, recover_interrupted
+from dse.study.drivers import budget_used, finished_trials, recover_interrupted
 from dse.study.storage import open_study
-from tests.conftest import kill_session, learning_curve_table
+from tests.conftest import assert_each_candidate_once, kill_session, learning_curve_table, trained_trials
 
 BUDGET = 8
 DSE = str(Path(sys.executable).parent / "dse")
@@ -64,11 +64,6 @@ def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=config.name, storage=config.storage_url()).get_trials()
 
 
-def _trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Trials that trained their candidate (not a reused repeat, not refused)."""
-    return [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
-
-
 def _wait_for_complete(path: Path, n: int, proc: subprocess.Popen, deadline: float) -> None:
     db = Path(load_study_config(path).storage_url().removeprefix("sqlite:///"))
     while True:
@@ -76,22 +71,11 @@ def _wait_for_complete(path: Path, n: int, proc: subprocess.Popen, deadline: flo
         assert time.time() < deadline, "no trial completed in time"
         if db.is_file():
             try:
-                if len(_trained(_trials(path))) >= n:
+                if len(trained_trials(_trials(path))) >= n:
                     return
             except (KeyError, Exception):  # noqa: BLE001 - the schema may still be being created
                 pass
         time.sleep(0.5)
-
-
-def _assert_each_candidate_once(path: Path) -> list[optuna.trial.FrozenTrial]:
-    trials = _trials(path)
-    trained = _trained(trials)
-    candidates = [json.dumps(t.user_attrs["candidate"], sort_keys=True) for t in trained]
-    assert len(trained) == BUDGET, f"the budget is shared: {len(trained)} trained, budget {BUDGET}"
-    assert len(set(candidates)) == len(candidates), "a candidate was trained twice"
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING], "a trial was left running"
-    assert not [t for t in trials if t.user_attrs.get("error") == INTERRUPTED], "a live driver's trial was taken from it"
-    return trials
 
 
 def test_resume_beside_a_live_driver_shares_the_work(tmp_path):
@@ -113,8 +97,8 @@ def test_resume_beside_a_live_driver_shares_the_work(tmp_path):
                 kill_session(proc.pid)
     assert rc1 == 0, err1[-2000:]
     assert rc2 == 0, err2[-2000:]
-    trials = _assert_each_candidate_once(path)
-    drivers = {t.user_attrs["driver"] for t in _trained(trials)}
+    trained = assert_each_candidate_once(_trials(path), BUDGET)
+    drivers = {t.user_attrs["driver"] for t in trained}
     assert len(drivers) == 2, "both drivers trained candidates"
 
 
@@ -129,7 +113,7 @@ def test_two_runs_started_together_train_each_candidate_once(tmp_path):
     for rc, err in results:
         # either both cooperate, or the later one is refused because the study already has trials
         assert rc == 0 or (rc == 2 and "dse resume" in err and len(err.strip().splitlines()) == 1), err[-2000:]
-    _assert_each_candidate_once(path)
+    assert_each_candidate_once(_trials(path), BUDGET)
 
 
 def test_a_killed_drivers_trial_is_recovered_and_a_live_ones_is_not(tmp_path):
@@ -174,7 +158,7 @@ def test_a_driver_killed_mid_trial_is_recovered_by_resume(tmp_path):
     rc, err = _finish(_start("resume", str(path)))
     assert rc == 0, err[-2000:]
     trials = _trials(path)
-    trained = _trained(trials)
+    trained = trained_trials(trials)
     assert len(trained) == BUDGET
     assert len({json.dumps(t.user_attrs["candidate"], sort_keys=True) for t in trained}) == BUDGET
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]

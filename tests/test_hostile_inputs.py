@@ -20,6 +20,7 @@ import os
 import pickle
 import random
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,15 @@ FIELD_CASES += [(f, True, f.split(".")[-1]) for f in NUMERIC_FIELDS + WHOLE_FIEL
 def test_bad_study_fields(box, field, value, fragment):
     path = box.study(_deep_set(BASE, field, value))
     box.refuse(["run", path], "study.yaml", fragment)
+
+
+def test_storage_whose_driver_is_not_installed(box, monkeypatch):
+    """A URL whose dialect SQLAlchemy knows but whose driver is not importable is refused when read
+    (the dialect class alone loads without it), in the study file and as a flag."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    url = "postgresql+psycopg://dse@127.0.0.1/dse"
+    box.refuse(["run", box.study({**BASE, "storage": url})], "study.yaml: storage", "driver", "not installed")
+    box.refuse(["run", box.study(), "--storage", url], "--storage", "not installed")
 
 
 # ------------------------------------------------------------------- 2. search-space options

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -23,13 +22,11 @@ import dse
 
 from dse import SpecError
 from dse.study.config import load_study_config
-from tests.conftest import kill_session
+from tests.conftest import SYNTHETIC_OPS, kill_session, synthetic_nb201_table
 from dse.study.pareto import non_dominated_mask
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
-#: The two operations of the synthetic NAS-Bench-201 table: its 64 cells cover that space.
-SYNTHETIC_OPS = ["nor_conv_3x3", "skip_connect"]
 
 TINY_DIGITS = {
     "name": "tiny",
@@ -52,22 +49,6 @@ def _write(tmp_path: Path, data: dict, name: str = "study.yaml") -> Path:
     return path
 
 
-def _synthetic_nb201(root: Path) -> Path:
-    """A NAS-Bench-201 robustness directory in the published layout for the 64 cells of SYNTHETIC_OPS."""
-    from dse.models.nb201 import make_cell
-
-    cells = [make_cell(list(ops)) for ops in itertools.product(SYNTHETIC_OPS, repeat=6)]
-    rng = np.random.default_rng(0)
-    clean = {str(i): float(v) for i, v in enumerate(rng.uniform(0.6, 0.95, len(cells)))}
-    pgd = {str(i): [float(v) * clean[str(i)] for v in rng.uniform(0.2, 0.8, 2)] for i in range(len(cells))}
-    meta = {"ids": {str(i): {"nb201-string": c, "isomorph": str(i)} for i, c in enumerate(cells)}, "epsilons": {"pgd@Linf": [2.0, 8.0]}}
-    (root / "cifar10").mkdir(parents=True)
-    (root / "meta.json").write_text(json.dumps(meta))
-    (root / "cifar10" / "clean_accuracy.json").write_text(json.dumps({"cifar10": {"clean": {"accuracy": clean}}}))
-    (root / "cifar10" / "pgd@Linf_accuracy.json").write_text(json.dumps({"cifar10": {"pgd@Linf": {"accuracy": pgd}}}))
-    return root
-
-
 def _nb201_study(tmp_path: Path, **changes) -> Path:
     """A tabular study over the synthetic table (looked up, nothing trained)."""
     data = {
@@ -77,7 +58,7 @@ def _nb201_study(tmp_path: Path, **changes) -> Path:
         "metrics": ["nb201_pgd_acc_8"],
         "sampler": {"name": "nsga2", "seed": 1, "options": {"population_size": 6}},
         "budget": {"n_trials": 8},
-        "lookup": {"root": str(_synthetic_nb201(tmp_path / "nb201"))},
+        "lookup": {"root": str(synthetic_nb201_table(tmp_path / "nb201"))},
         "execution": {"concurrency": 2},
         **changes,
     }

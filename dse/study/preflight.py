@@ -33,7 +33,7 @@ def check_storage_url(url: str, *, where: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url).get_dialect()
+        make_url(url).get_dialect().import_dbapi()  # the dialect class alone loads without its driver
     except (ArgumentError, NoSuchModuleError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SpecError(f"{where}: {url!r} is not a usable SQLAlchemy URL ({type(err).__name__}: {first})") from None
