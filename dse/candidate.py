@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from dse.errors import SpecError
-from dse.errors import read_yaml_mapping
+from dse.errors import did_you_mean, read_yaml_mapping
 from dse.io import atomic_write_text
 from dse.models import validate_candidate
 
@@ -61,7 +61,7 @@ def parse_set_args(items: Sequence[str]) -> dict[str, Any]:
         section, dot, field = key.partition(".")
         if dot:
             if section not in SECTIONS:
-                raise SpecError(f"--set {key}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+                raise SpecError(f"--set {key}: unknown section {section!r}{did_you_mean(section, SECTIONS)} (known: {', '.join(SECTIONS)})")
             result.setdefault(section, {})[field] = value
         else:
             result[key] = value

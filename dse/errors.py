@@ -6,16 +6,19 @@ reported as a :class:`DseError` whose message names the file or field in one lin
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Mapping
+import re
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["DataError", "DseError", "SpecError", "one_line_error", "read_yaml_mapping", "refuse_bool_numbers", "refuse_bools", "refuse_non_finite"]
+__all__ = ["DataError", "DseError", "SpecError", "did_you_mean", "one_line_error", "read_yaml_mapping", "refuse_bool_numbers", "refuse_bools", "refuse_non_finite"]
 
 
 class DseError(ValueError):
@@ -54,18 +57,71 @@ def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
     return loaded
 
 
-def one_line_error(err: ValidationError, *, where: str) -> str:
-    """Formats the first problem of a pydantic error as ``where: field: message``.
+def did_you_mean(name: Any, known: Iterable[Any]) -> str:
+    """The hint for a misspelt name: `` (did you mean 'x'?)`` with the entry of ``known`` closest
+    to ``name`` when :func:`difflib.get_close_matches` finds one, else ``""``.
+
+    Every "unknown key / objective / sampler / space" message adds it after the name it quotes.
+    Of equally close entries the one listed first wins (``nsga`` suggests ``nsga2``, not ``nsga3``).
+
+    Args:
+        name: What was written; anything but a string gets no hint.
+        known: The names accepted there, in the order they are listed.
+    """
+    if not isinstance(name, str):
+        return ""
+    options = list(dict.fromkeys(str(k) for k in known))
+    matches = difflib.get_close_matches(name, options, n=max(len(options), 1))
+    if not matches:
+        return ""
+
+    def closeness(option: str) -> float:  # the score get_close_matches ranks by
+        return difflib.SequenceMatcher(None, option, name).ratio()
+
+    best = closeness(matches[0])
+    return f" (did you mean {next(o for o in options if o in matches and closeness(o) == best)!r}?)"
+
+
+def _model_at(model: type[BaseModel], path: Iterable[Any]) -> type[BaseModel] | None:
+    """The pydantic model that the fields ``path`` (a pydantic ``loc``) lead to inside ``model``;
+    list indices and ``X | None`` are looked through."""
+
+    def nested(annotation: Any) -> type[BaseModel] | None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return next((m for m in map(nested, typing.get_args(annotation)) if m is not None), None)
+
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        model = nested(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    return model
+
+
+def one_line_error(err: ValidationError, *, where: str, model: type[BaseModel] | None = None) -> str:
+    """Formats the first problem of a pydantic error as ``where: field: message``, with
+    :func:`did_you_mean`'s hint for a misspelt choice (a ``Literal`` field) or, when ``model`` is
+    given, a misspelt key.
 
     Args:
         err: The pydantic error.
         where: What was being read (a file name, "candidate", "recipe").
+        model: The model ``err`` came from: its fields (and nested models' fields) are the known keys.
     """
-    first = err.errors()[0]
+    errors = err.errors()
+    first = errors[0]
+    if first["type"] == "missing":  # a required key missing beside an unknown one: most likely misspelt, say so
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), first)
     loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or len(first["loc"]) > 1)
     msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "literal_error":  # ctx["expected"] lists the choices: "'a', 'b' or 'c'"
+        msg += did_you_mean(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        parent = _model_at(model, first["loc"][:-1]) if model is not None else None
+        msg = "unknown key" + (did_you_mean(first["loc"][-1], parent.model_fields) if parent is not None else "")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"  # a cross-field check names its field itself
 

@@ -32,7 +32,7 @@ from torch import nn
 from dse.checkpoint import load_checkpoint, save_checkpoint
 from dse.compress.keys import training_hooks
 from dse.data import DATASETS, Dataset, DataSpec, Split, dataset_spec, load_dataset
-from dse.errors import DataError, SpecError
+from dse.errors import DataError, SpecError, did_you_mean
 from dse.io import atomic_write_text, check_writable
 from dse.models import build_model, validate_candidate
 from dse.profile import bops, compressed_bytes, profile_model, size_bytes, sparsity
@@ -106,11 +106,12 @@ def data_options(section: Mapping[str, Any], **overrides: Any) -> dict[str, Any]
     opts = dict(_DATA_DEFAULTS)
     unknown = set(section) - set(opts)
     if unknown:
-        raise SpecError(f"data: {sorted(unknown)[0]}: unknown key (known: {', '.join(opts)})")
+        key = sorted(unknown)[0]
+        raise SpecError(f"data: {key}: unknown key{did_you_mean(key, opts)} (known: {', '.join(opts)})")
     opts.update(section)
     opts.update({k: v for k, v in overrides.items() if v is not None})
     if opts["dataset"] not in DATASETS:
-        raise SpecError(f"data: dataset: unknown {opts['dataset']!r} (known: {', '.join(DATASETS)})")
+        raise SpecError(f"data: dataset: unknown {opts['dataset']!r}{did_you_mean(opts['dataset'], DATASETS)} (known: {', '.join(DATASETS)})")
     return opts
 
 

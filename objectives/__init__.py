@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from dse.data import Split
-from dse.errors import SpecError
+from dse.errors import SpecError, did_you_mean
 from dse.robust.config import AttackConfig
 from dse.training import default_eval_attack
 from objectives._accuracy import natural_acc, pert_instability, robust_acc
@@ -40,6 +40,7 @@ __all__ = [
     "is_lookup_objective",
     "latency_info",
     "measurement",
+    "metric_names",
     "objective_direction",
 ]
 
@@ -80,7 +81,7 @@ def get_objective(name: str) -> Objective:
     try:
         return OBJECTIVES[name]
     except KeyError:
-        raise SpecError(f"objective: unknown {name!r} (known: {', '.join(sorted(OBJECTIVES))})") from None
+        raise SpecError(f"objective: unknown {name!r}{did_you_mean(name, OBJECTIVES)} (known: {', '.join(sorted(OBJECTIVES))})") from None
 
 
 def default_eval_settings(dataset: str, **overrides: Any) -> EvalSettings:
@@ -113,7 +114,8 @@ def eval_settings(
     attack_fields = {**base.pop("attack"), **(fields.pop("attack", None) or {}), **(attack or {})}
     unknown = set(fields) - set(base)
     if unknown:
-        raise SpecError(f"{sorted(unknown)[0]}: unknown key (known: attack, {', '.join(base)})")
+        key = sorted(unknown)[0]
+        raise SpecError(f"{key}: unknown key{did_you_mean(key, ['attack', *base])} (known: attack, {', '.join(base)})")
     merged = {**base, **fields}
     if max_samples is not None:
         merged["max_samples"] = max_samples
@@ -186,6 +188,13 @@ def objective_direction(name: str) -> str:
     from objectives._nb201 import NB201_METRICS
 
     return NB201_METRICS[name].direction if name in NB201_METRICS else "maximize"
+
+
+def metric_names() -> list[str]:
+    """Every objective or metric name a study may use: the measured ones, then the tabular ``nb201_*`` ones."""
+    from objectives._nb201 import NB201_METRICS
+
+    return [*OBJECTIVES, *NB201_METRICS]
 
 
 def is_lookup_objective(name: str) -> bool:

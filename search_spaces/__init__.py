@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from dse.errors import SpecError, refuse_bools, refuse_non_finite
+from dse.errors import SpecError, did_you_mean, refuse_bools, refuse_non_finite
 from search_spaces.joint import JointOptions, joint
 from search_spaces.mobilenet_tiny import check_expand_option, check_width_option, mobilenet_tiny
 from search_spaces.nb201 import nb201
@@ -87,7 +87,8 @@ def check_options(name: str, options: dict[str, Any], fixed: Mapping[str, Any] |
     if name == "replay":
         unknown = set(options) - {"table", "time_scale"}
         if unknown:
-            raise SpecError(f"space replay: options: unknown {sorted(unknown)[0]!r} (known: table, time_scale)")
+            key = sorted(unknown)[0]
+            raise SpecError(f"space replay: options: unknown {key!r}{did_you_mean(key, ['table', 'time_scale'])} (known: table, time_scale)")
         if not isinstance(options.get("table"), str):
             raise SpecError("space replay: options.table: a folder with trials.csv and epochs.csv is needed")
         scale = options.get("time_scale", 0.0)
@@ -108,7 +109,8 @@ def check_options(name: str, options: dict[str, Any], fixed: Mapping[str, Any] |
         known = [p for p in inspect.signature(space).parameters if p != "trial"]
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise SpecError(f"space.options.{unknown[0]}: unknown option of space {name} (known: {', '.join(known)})")
+            raise SpecError(f"space.options.{unknown[0]}: unknown option of space {name}{did_you_mean(unknown[0], known)} "
+                            f"(known: {', '.join(known)})")
     if fixed:
         refuse_bools(fixed, "space.fixed")
     for end in (0, -1):
@@ -129,7 +131,7 @@ def get_search_space(name: str) -> SearchSpace:
     try:
         return SEARCH_SPACES[name]
     except KeyError:
-        raise SpecError(f"search space: unknown {name!r} (known: {', '.join(sorted(SEARCH_SPACES))})") from None
+        raise SpecError(f"search space: unknown {name!r}{did_you_mean(name, SEARCH_SPACES)} (known: {', '.join(sorted(SEARCH_SPACES))})") from None
 
 
 def suggest(name: str, trial: optuna.Trial, options: dict[str, Any] | None = None) -> dict[str, Any]:

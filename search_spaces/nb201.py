@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from dse.errors import SpecError
+from dse.errors import SpecError, did_you_mean
 from dse.models.nb201 import EDGE_SOURCES, OPS, NB201Config, make_cell
 
 __all__ = ["OPS", "nb201"]
@@ -45,7 +45,7 @@ def nb201(trial: optuna.Trial, *, ops: Sequence[str] = OPS) -> dict[str, Any]:
     choices = list(dict.fromkeys(ops))
     unknown = [op for op in choices if op not in OPS]
     if not choices or unknown:
-        what = f"unknown {unknown}" if unknown else "needs at least one op"
+        what = f"unknown {unknown}{did_you_mean(unknown[0], OPS)}" if unknown else "needs at least one op"
         raise SpecError(f"space.options.ops: {what} (known: {', '.join(OPS)})")
     picked = [trial.suggest_categorical(f"edge_{i}", choices) for i in range(len(EDGE_SOURCES))]
     return NB201Config(cell=make_cell(picked)).model_dump()

@@ -42,7 +42,7 @@ def parse_options(model: type[BaseModel], options: dict[str, Any], where: str) -
     try:
         return model.model_validate(options)
     except (ValidationError, ValueError) as err:
-        message = one_line_error(err, where=where) if isinstance(err, ValidationError) else f"{where}: {err}"
+        message = one_line_error(err, where=where, model=model) if isinstance(err, ValidationError) else f"{where}: {err}"
         raise SpecError(message) from err
 
 

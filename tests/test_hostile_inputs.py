@@ -303,6 +303,85 @@ def test_storage_whose_driver_is_not_installed(box, monkeypatch):
     box.refuse(["run", box.study(), "--storage", url], "--storage", "not installed")
 
 
+#: A misspelt key, objective, metric, sampler or space: the one-line error ends its part with the
+#: close known name (``difflib``), ``(did you mean 'x'?)``. (dotted field, value, what the line says)
+TYPO_CASES = [
+    ("objectives", [{"name": "robust_ac"}, {"name": "params"}], "objectives.0.name: unknown objective 'robust_ac' (did you mean 'robust_acc'?)"),
+    ("objectives", ["nb201_clean_ac", "nb201_pgd_acc_2"], "(did you mean 'nb201_clean_acc'?)"),
+    ("objectives", [{"name": "robust_acc", "directon": "maximize"}, "params"], "objectives.0.directon: unknown key (did you mean 'direction'?)"),
+    ("metrics", ["natural_ac"], "metrics.0: unknown metric 'natural_ac' (did you mean 'natural_acc'?)"),
+    ("constraints", [{"metric": "natural_ac", "min": 0.5}], "constraints.0.metric: 'natural_ac' (did you mean 'natural_acc'?)"),
+    ("constraints", [{"metrc": "natural_acc", "min": 0.5}], "constraints.0.metrc: unknown key (did you mean 'metric'?)"),
+    ("constraint", [{"metric": "natural_acc", "min": 0.5}], "constraint: unknown key (did you mean 'constraints'?)"),
+    ("lookp", {}, "lookp: unknown key (did you mean 'lookup'?)"),
+    ("sampler.name", "nsga", "sampler.name: Input should be 'nsga2', 'nsga3'"),
+    ("sampler.name", "nsga", "(did you mean 'nsga2'?)"),
+    ("sampler.name", "rando", "(did you mean 'random'?)"),
+    ("sampler.seeed", 1, "sampler.seeed: unknown key (did you mean 'seed'?)"),
+    ("space.name", "mobilenet_tin", "space.name: unknown space 'mobilenet_tin' (did you mean 'mobilenet_tiny'?)"),
+    ("space.optons", {}, "space.optons: unknown key (did you mean 'options'?)"),
+    ("space.options.width_mul", [0.1], "space.options.width_mul: unknown option of space mobilenet_tiny (did you mean 'width_mult'?)"),
+    ("space", {"name": "quantization", "options": {"weight_bit": [2, 4]}}, "weight_bit: unknown key (did you mean 'weight_bits'?)"),
+    ("space", {"name": "nb201", "options": {"ops": ["nor_conv_3x"]}}, "(did you mean 'nor_conv_3x3'?)"),
+    ("recipe.epoch", 3, "recipe.epoch: unknown key (did you mean 'epochs'?)"),
+    ("recipe.method", "pgd", "(did you mean 'pgd_at'?)"),
+    ("recipe.attack.stepz", 3, "recipe.attack.stepz: unknown key (did you mean 'steps'?)"),
+    ("eval.max_sample", 10, "eval.max_sample: unknown key (did you mean 'max_samples'?)"),
+    ("eval.attack.step", 3, "eval.attack.step: unknown key (did you mean 'steps'?)"),
+    ("execution.concurency", 2, "execution.concurency: unknown key (did you mean 'concurrency'?)"),
+    ("budget.n_trial", 3, "budget.n_trial: unknown key (did you mean 'n_trials'?)"),
+    ("data.datset", "digits", "data.datset: unknown key (did you mean 'dataset'?)"),
+    ("data.dataset", "cifar", "(did you mean 'cifar10'?)"),
+    ("scheduler.name", "moasha", "(did you mean 'mo_asha'?)"),
+    ("scheduler.min_epoch", 2, "scheduler.min_epoch: unknown key (did you mean 'min_epochs'?)"),
+    ("scheduler.rung_eval", {"stepz": [1]}, "scheduler.rung_eval.stepz: unknown key (did you mean 'steps'?)"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), TYPO_CASES, ids=[f"{f}={v!r}"[:60] for f, v, _ in TYPO_CASES])
+def test_misspelt_names_in_study_files_suggest_the_close_one(box, field, value, fragment):
+    line = box.refuse(["run", box.study(_deep_set(BASE, field, value))], "study.yaml", fragment)
+    assert line.count("did you mean") == 1, line
+
+
+@pytest.mark.parametrize(("field", "value"), [("colour", "blue"), ("recipe.optimiser", "adam"), ("objectives", ["accuracy", "params"])])
+def test_names_close_to_nothing_get_no_suggestion(box, field, value):
+    line = box.refuse(["run", box.study(_deep_set(BASE, field, value))], "study.yaml", ("unknown", "accuracy"))
+    assert "did you mean" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["profile", "--set", "arch=mobilenet_tny"], "(did you mean 'mobilenet_tiny'?)"),
+        (["profile", "--set", "arch=mobilenet_tiny", "--set", "width_mul=0.5"], "width_mul: unknown key (did you mean 'width_mult'?)"),
+        (["profile", "--set", "arch=mobilenet_tiny", "--set", "recipie.epochs=2"], "unknown section 'recipie' (did you mean 'recipe'?)"),
+    ],
+)
+def test_misspelt_candidate_keys_suggest_the_close_one(box, argv, fragment):
+    box.refuse(argv, fragment)
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [({"recipe": {"epoch": 2}}, "cand.yaml: recipe.epoch: unknown key (did you mean 'epochs'?)"),
+     ({"data": {"datset": "digits"}}, "cand.yaml: data: datset: unknown key (did you mean 'dataset'?)")],
+)
+def test_misspelt_candidate_sections_suggest_the_close_one(box, monkeypatch, section, fragment):
+    _no_training(monkeypatch)
+    box.refuse(["train", box.candidate({**CANDIDATE, **section})], fragment)
+
+
+def test_did_you_mean():
+    from dse.errors import did_you_mean
+    from dse.study.config import SAMPLERS
+
+    assert did_you_mean("nsga", SAMPLERS) == " (did you mean 'nsga2'?)", "of equally close names the first listed"
+    assert did_you_mean("robust_ac", {"robust_acc": 1, "natural_acc": 2}) == " (did you mean 'robust_acc'?)"
+    assert did_you_mean("colour", ["name", "space"]) == ""
+    assert did_you_mean(5, ["5"]) == "" and did_you_mean("a", []) == ""
+
+
 # ------------------------------------------------------------------- 2. search-space options
 def _space(name: str, **options) -> dict:
     return {"name": name, "options": options}

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from dse.errors import SpecError, one_line_error
+from dse.errors import SpecError, did_you_mean, one_line_error
 from dse.compress.keys import COMPRESSION_KEYS, CompressionConfig, apply_compression
 from dse.models._layers import Normalize, make_divisible
 from dse.models._mobilenet_tiny import (
@@ -98,14 +98,14 @@ def validate_candidate(candidate: Mapping[str, Any], *, where: str = "candidate"
     if arch is None:
         raise SpecError(f"{where}: arch: missing (known: {', '.join(sorted(ARCHS))})")
     if arch not in ARCHS:
-        raise SpecError(f"{where}: arch: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
+        raise SpecError(f"{where}: arch: unknown architecture {arch!r}{did_you_mean(arch, ARCHS)} (known: {', '.join(sorted(ARCHS))})")
     arch_keys = {k: v for k, v in candidate.items() if k not in COMPRESSION_KEYS}
     compression_keys = {k: v for k, v in candidate.items() if k in COMPRESSION_KEYS}
     try:
         arch_config = ARCHS[arch].config_cls.model_validate(arch_keys)
         compression = CompressionConfig.model_validate(compression_keys)
-    except ValidationError as err:
-        raise SpecError(one_line_error(err, where=where)) from err
+    except ValidationError as err:  # compression keys are picked by name: an unknown key is the architecture's
+        raise SpecError(one_line_error(err, where=where, model=ARCHS[arch].config_cls)) from err
     return Candidate(arch_config, compression)
 
 

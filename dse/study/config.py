@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dse.errors import SpecError
-from dse.errors import one_line_error, read_yaml_mapping, refuse_non_finite
+from dse.errors import did_you_mean, one_line_error, read_yaml_mapping, refuse_non_finite
 from dse.study.paths import DEFAULT_LOOKUP_ROOT, resolve_study_paths
 from dse.study.values import check_sections
 
@@ -257,28 +257,31 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_check(self) -> StudyConfig:
-        from objectives import OBJECTIVES, is_lookup_objective
+        from objectives import OBJECTIVES, is_lookup_objective, metric_names
         from search_spaces import SEARCH_SPACES
 
         if self.space.name not in SEARCH_SPACES:
-            raise ValueError(f"space.name: unknown space {self.space.name!r} (known: {', '.join(sorted(SEARCH_SPACES))})")
+            raise ValueError(f"space.name: unknown space {self.space.name!r}{did_you_mean(self.space.name, SEARCH_SPACES)} "
+                             f"(known: {', '.join(sorted(SEARCH_SPACES))})")
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError("objectives: each objective may appear once")
         lookup = [n for n in names + self.metrics if is_lookup_objective(n)]
         for i, obj in enumerate(self.objectives):
             if obj.name not in OBJECTIVES and not is_lookup_objective(obj.name):
-                raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r} (known: {', '.join(sorted(OBJECTIVES))}, nb201_*)")
+                raise ValueError(f"objectives.{i}.name: unknown objective {obj.name!r}{did_you_mean(obj.name, metric_names())} "
+                                 f"(known: {', '.join(sorted(OBJECTIVES))}, nb201_*)")
             natural = self.direction_of(obj.name)
             if obj.direction is not None and obj.direction != natural:
                 raise ValueError(f"objectives.{i}.direction: {obj.name} is to {natural}, not {obj.direction}")
         for i, metric in enumerate(self.metrics):
             if metric not in OBJECTIVES and not is_lookup_objective(metric):
-                raise ValueError(f"metrics.{i}: unknown metric {metric!r}")
+                raise ValueError(f"metrics.{i}: unknown metric {metric!r}{did_you_mean(metric, metric_names())}")
         known = set(names) | set(self.metrics)
         for i, con in enumerate(self.constraints):
             if con.metric not in known:
-                raise ValueError(f"constraints.{i}.metric: {con.metric!r} is neither an objective nor a recorded metric")
+                raise ValueError(f"constraints.{i}.metric: {con.metric!r}{did_you_mean(con.metric, [*names, *self.metrics])} "
+                                 "is neither an objective nor a recorded metric")
         if lookup and len(lookup) != len(names) + len(self.metrics):
             raise ValueError("objectives: tabular (nb201_*) objectives cannot be mixed with trained ones")
         if lookup and self.lookup is None:
@@ -390,7 +393,7 @@ def load_study_config(path: str | os.PathLike[str], *, overrides: dict[str, Any]
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise SpecError(one_line_error(err, where=str(p))) from err
+        raise SpecError(one_line_error(err, where=str(p), model=StudyConfig)) from err
     config = resolve_study_paths(config, p.resolve().parent)
     _check_recipe_and_space(config, where=str(p))
     _check_scheduler(config, where=str(p))
