@@ -15,17 +15,23 @@ def _claim_all(url: str, offset: int, n: int, queue) -> None:
     claims.close()
 
 
-def test_two_processes_claiming_the_same_candidates_win_each_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+def claim_race(url: str, n: int = 60) -> list[list[int]]:
+    """Two processes (each creating the claims table) claim the same ``n`` candidates of study
+    ``s`` in ``url`` at once, as trials ``i`` and ``1000 + i``; returns what each one won."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(url, off, 60, queue)) for off in (0, 1000)]
+    procs = [ctx.Process(target=_claim_all, args=(url, off, n, queue)) for off in (0, 1000)]
     for p in procs:
         p.start()
     won = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    return won
+
+
+def test_two_processes_claiming_the_same_candidates_win_each_once(tmp_path):
+    won = claim_race(f"sqlite:///{tmp_path / 'study.db'}")
     assert sorted(won[0] + won[1]) == list(range(60)), "each candidate is claimed by exactly one process"
 
 
