@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["DataError", "DseError", "SpecError", "did_you_mean", "one_line_error", "read_yaml_mapping", "refuse_bool_numbers", "refuse_bools", "refuse_non_finite"]
+__all__ = ["CANDIDATE_SWITCHES", "DataError", "DseError", "SpecError", "did_you_mean", "one_line_error", "read_yaml_mapping", "refuse_bool_numbers", "refuse_bools", "refuse_non_finite"]
 
 
 class DseError(ValueError):
@@ -150,14 +150,22 @@ def refuse_non_finite(value: Any, where: str, field: str = "") -> None:
             refuse_non_finite(item, where, f"{field}.{i}" if field else str(i))
 
 
+#: The candidate keys that are switches (true/false): per-channel weight scales.
+CANDIDATE_SWITCHES = frozenset({"per_channel"})
+
+
 def refuse_bools(candidate: Mapping[str, Any], where: str) -> None:
-    """Refuses ``true``/``false`` as a candidate key's value: no candidate key is a switch, and
-    pydantic would otherwise read ``width_mult: true`` as 1.0.
+    """Refuses ``true``/``false`` as a candidate key's value, except for the switches of
+    :data:`CANDIDATE_SWITCHES`: pydantic would otherwise read ``width_mult: true`` as 1.0.
 
     Raises:
         SpecError: ``where: key: expected a number or a name, got true``.
     """
     for key, value in candidate.items():
+        if key in CANDIDATE_SWITCHES:
+            if not isinstance(value, bool):
+                raise SpecError(f"{where}: {key}: expected true or false, got {value!r}")
+            continue
         items = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, bool) for v in items):
             raise SpecError(f"{where}: {key}: expected a number or a name, got {str(value).lower()}")

@@ -188,12 +188,16 @@ def _storage_bits(module: nn.Module) -> tuple[int, int]:
     """Bits stored per weight and the number of fp32 scales of a layer.
 
     A multi-bit layer stores M bits per weight (one per binary basis) and M scales; a
-    fixed-point layer its weight bits; a floating-point layer 32 bits.
+    fixed-point layer its weight bits; a floating-point layer 32 bits. With per-channel weight
+    scales (``per_channel``) a layer stores its scales once per output channel (a fixed-point
+    layer: one per channel; per tensor, its one scale is not counted).
     """
+    channels = int(module.weight.shape[0]) if getattr(module, "per_channel", False) else 1
     m = _weight_bases(module)
     if m is not None:
-        return m, m
-    return min(layer_bits(module)[0], FP_BITS), 0
+        return m, m * channels
+    bits = min(layer_bits(module)[0], FP_BITS)
+    return bits, channels if channels > 1 and bits < FP_BITS else 0
 
 
 def _stored_weight(module: nn.Module) -> torch.Tensor:
@@ -279,6 +283,10 @@ def _serialized_layer(module: nn.Module) -> list[bytes]:
         mask = getattr(module, MASK_BUFFER, None)
         if isinstance(mask, torch.Tensor):
             weight = weight * mask.detach().float().cpu()
+        if getattr(module, "per_channel", False):  # one codebook per output channel
+            rows = [_codebook_codes(row, bits) for row in weight.reshape(weight.shape[0], -1)]
+            if all(r is not None for r in rows):
+                return [b for r in rows for b in r]  # type: ignore[union-attr]
         codes = _codebook_codes(weight, bits)
         if codes is not None:
             return codes

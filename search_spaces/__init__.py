@@ -13,6 +13,7 @@ import optuna
 
 from dse.errors import SpecError, did_you_mean, refuse_bools, refuse_non_finite
 from search_spaces.joint import JointOptions, joint
+from search_spaces.listed import ListedOptions, listed, listed_grid
 from search_spaces.mobilenet_tiny import check_expand_option, check_width_option, mobilenet_tiny
 from search_spaces.nb201 import nb201
 from search_spaces.pruning import PruningOptions, pruning
@@ -25,6 +26,8 @@ __all__ = [
     "check_options",
     "get_search_space",
     "joint",
+    "listed",
+    "listed_grid",
     "mobilenet_tiny",
     "nb201",
     "pruning",
@@ -42,10 +45,11 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
     "pruning": pruning,
     "joint": joint,
     "replay": replay,
+    "listed": listed,
 }
 
 #: Option models of the spaces that validate their options up front (when a study file is read).
-_OPTION_MODELS = {"quantization": QuantizationOptions, "pruning": PruningOptions, "joint": JointOptions}
+_OPTION_MODELS = {"quantization": QuantizationOptions, "pruning": PruningOptions, "joint": JointOptions, "listed": ListedOptions}
 
 
 class _ProbeTrial:
@@ -113,6 +117,12 @@ def check_options(name: str, options: dict[str, Any], fixed: Mapping[str, Any] |
                             f"(known: {', '.join(known)})")
     if fixed:
         refuse_bools(fixed, "space.fixed")
+    if name == "listed":  # every entry, not only both ends
+        from dse.models import validate_candidate
+
+        for i, entry in enumerate(options["candidates"]):
+            validate_candidate({**entry, **dict(fixed or {})}, where=f"space.options.candidates[{i}]")
+        return
     for end in (0, -1):
         try:
             candidate = space(_ProbeTrial(end), **options)

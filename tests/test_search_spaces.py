@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -10,6 +12,16 @@ from dse.models import build_model, validate_candidate
 from search_spaces import SEARCH_SPACES, get_search_space, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: Options of the spaces that need some (every other space runs on its defaults).
+OPTIONS = {
+    "listed": {"candidates": [
+        {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6},
+        {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6, "quant": "fixed", "weight_bits": 2, "act_bits": 2,
+         "per_channel": True},
+        {"arch": "resnet20", "quant": "mbn", "weight_bases": 3, "act_bases": 1, "depthwise_bits": 8},
+    ]},
+}
 
 
 @pytest.mark.parametrize("name", sorted(SEARCH_SPACES))
@@ -26,8 +38,8 @@ def test_space_yields_valid_buildable_candidates(name, sampler):
     seen = set()
     for _ in range(6):
         trial = study.ask()
-        spec = suggest(name, trial)
-        assert validate_candidate(spec).model_dump() == spec
+        spec = suggest(name, trial, OPTIONS.get(name))
+        assert {k: v for k, v in validate_candidate(spec).model_dump().items() if k in spec} == spec
         if spec["arch"] == "nb201":  # looked up in published results, never built
             with pytest.raises(SpecError, match="not built or trained"):
                 build_model(spec, in_channels=1, num_classes=10, mean=(0.5,), std=(0.3,))
@@ -91,3 +103,23 @@ def test_bad_space_options_are_named(options, fragment):
 def test_unknown_space():
     with pytest.raises(SpecError, match="unknown 'nasnet'"):
         get_search_space("nasnet")
+
+
+def test_listed_space_with_the_grid_sampler_proposes_every_entry_once():
+    from dse.study.sampler_registry import build_sampler
+    from search_spaces import check_options, listed_grid
+
+    options = OPTIONS["listed"]
+    check_options("listed", options)
+    study = optuna.create_study(directions=["maximize"], sampler=build_sampler("grid", seed=0, options={}, grid=listed_grid(options)))
+    seen = []
+    for _ in range(3):
+        trial = study.ask()
+        seen.append(suggest("listed", trial, options))
+        study.tell(trial, [0.5])
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, seen)) == sorted(map(key, options["candidates"]))
+    with pytest.raises(SpecError, match=r"candidates\[1\]"):
+        check_options("listed", {"candidates": [options["candidates"][0], {"arch": "mobilenet_tiny", "width_mult": 7}]})
+    with pytest.raises(SpecError, match="listed"):
+        build_sampler("grid", seed=0, options={})

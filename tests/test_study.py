@@ -26,7 +26,7 @@ from tests.conftest import SYNTHETIC_OPS, kill_session, synthetic_nb201_table
 from dse.study.pareto import non_dominated_mask
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+STUDIES = sorted((REPO / "studies").glob("**/*.yaml"))  # campaigns/ included
 
 TINY_DIGITS = {
     "name": "tiny",
@@ -227,6 +227,25 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     assert held["recipe"]["attack"] == picked["recipe"]["attack"], "full training keeps the study's adversarial settings"
 
 
+def test_a_listed_study_with_the_grid_sampler_trains_each_entry_once(tmp_path):
+    """The campaign form (studies/campaigns/): listed candidates, each trained exactly once."""
+    from dse.study.runner import run_study
+
+    entries = [{"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1},
+               {"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1, "quant": "fixed", "weight_bits": 2, "act_bits": 2,
+                "per_channel": True},
+               {"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1, "quant": "mbn", "weight_bases": 2, "act_bases": 1,
+                "depthwise_bits": 8}]
+    path = _write(tmp_path, {**TINY_DIGITS, "space": {"name": "listed", "options": {"candidates": entries}},
+                             "sampler": {"name": "grid", "seed": 0}, "recipe": {**TINY_DIGITS["recipe"], "method": "natural",
+                             "epochs": 2, "quant": {"warm_start_epochs": 1}}})
+    outcome = run_study(load_study_config(path), show_progress=False)
+    assert outcome["complete"] == 3 and outcome["repeats"] == 0 and outcome["failed"] == 0
+    trained = [t.user_attrs["candidate"] for t in optuna.load_study(study_name="tiny", storage=outcome["storage"]).get_trials()]
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, trained)) == sorted(map(key, entries))
+
+
 def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
     """dse rescore: the front's checkpoints re-scored, drops and flags recorded, the report shows them."""
     pytest.importorskip("torchattacks", reason="torchattacks is installed with --no-deps (see README)")
@@ -360,7 +379,8 @@ def _sampler_params():
     from dse.study.sampler_registry import SAMPLER_NAMES
 
     in_ci = ("pls", "surrogate")  # the rest take ~10 s each: -m slow
-    return [name if name in in_ci else pytest.param(name, marks=pytest.mark.slow) for name in SAMPLER_NAMES]
+    tabular = [n for n in SAMPLER_NAMES if n != "grid"]  # grid: only the listed space (tests/test_search_spaces.py)
+    return [name if name in in_ci else pytest.param(name, marks=pytest.mark.slow) for name in tabular]
 
 
 def test_the_study_schema_and_the_sampler_registry_agree():

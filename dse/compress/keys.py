@@ -6,6 +6,8 @@ The keys are flat, so ``--set`` flags and study files share them::
     weight_bits, act_bits          # fixed (1..8), pow2 (weight_bits 2..8, act_bits optional)
     weight_bases, act_bases        # mbn (1..8); XNOR-Net is mbn with 1 and 1
     first_last_bits: 8 | 32        # first conv and last linear: 8-bit or full precision
+    per_channel: bool              # fixed/mbn: one weight scale per output channel (default false)
+    depthwise_bits: 1..8           # depthwise convs fixed point with at least these bits (default: as the body)
     prune_scheme: none | irregular | funnel | structured | admm | dns
     prune_ratio: [0, 1)
 
@@ -15,7 +17,7 @@ pruning ratio of 1.0 or a ratio without a scheme) are rejected when the candidat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -24,6 +26,8 @@ from dse.compress.hooks import INQHook, TrainingHook
 from dse.compress.pruner import make_pruner
 from dse.compress.pruning import attach_masks
 from dse.compress.quant import QuantSpec, quantize_model
+from dse.compress.warm_start import QuantRecipe, QuantWarmStart
+from dse.errors import SpecError
 
 __all__ = ["COMPRESSION_KEYS", "CompressionConfig", "TrainingHook", "apply_compression", "training_hooks"]
 
@@ -39,6 +43,8 @@ class CompressionConfig(BaseModel):
     weight_bases: int | None = Field(None, ge=1, le=8)
     act_bases: int | None = Field(None, ge=1, le=8)
     first_last_bits: Literal[8, 32] = 8
+    per_channel: bool = False
+    depthwise_bits: int | None = Field(None, ge=1, le=8)
     prune_scheme: Literal["none", "irregular", "funnel", "structured", "admm", "dns"] = "none"
     prune_ratio: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -60,6 +66,8 @@ class CompressionConfig(BaseModel):
             raise ValueError("quant: mbn needs weight_bases and act_bases (1 and 1 is XNOR-Net)")
         if self.quant == "pow2" and (self.weight_bits is None or self.weight_bits < 2):
             raise ValueError("quant: pow2 needs weight_bits of 2..8")
+        if self.quant not in ("fixed", "mbn") and (self.per_channel or self.depthwise_bits is not None):
+            raise ValueError("per_channel and depthwise_bits are for quant: fixed or mbn")
         if self.prune_scheme == "none" and self.prune_ratio > 0:
             raise ValueError("prune_ratio needs a prune_scheme")
         if self.prune_scheme != "none" and self.prune_ratio == 0:
@@ -75,6 +83,8 @@ class CompressionConfig(BaseModel):
             weight_bases=self.weight_bases,
             act_bases=self.act_bases,
             first_last_bits=self.first_last_bits,
+            per_channel=self.per_channel,
+            depthwise_bits=self.depthwise_bits,
         )
 
 
@@ -90,9 +100,26 @@ def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
     return model
 
 
-def training_hooks(model: nn.Module, config: CompressionConfig, epochs: int) -> list[TrainingHook]:
-    """Hooks that pruning (gradual, ADMM, DNS) and INQ need during training."""
+def training_hooks(
+    model: nn.Module, config: CompressionConfig, epochs: int, *, quant_recipe: QuantRecipe | None = None,
+    data: Any = None, batch_size: int = 128,
+) -> list[TrainingHook]:
+    """Hooks that pruning (gradual, ADMM, DNS), INQ and the quantized warm start need during training.
+
+    Args:
+        model: The compressed model.
+        config: The candidate's compression keys.
+        epochs: Training epochs.
+        quant_recipe: The recipe's ``quant`` section (fixed and multi-bit candidates); ``None``:
+            none of its steps.
+        data: The training split (calibration and BatchNorm re-estimation batches).
+        batch_size: The recipe's batch size.
+    """
     hooks: list[TrainingHook] = []
+    if quant_recipe is not None and config.quant in ("fixed", "mbn") and data is not None:
+        if quant_recipe.warm_start_epochs >= epochs:
+            raise SpecError(f"recipe: quant: warm_start_epochs ({quant_recipe.warm_start_epochs}) must be below epochs ({epochs})")
+        hooks.append(QuantWarmStart(model, recipe=quant_recipe, data=data, batch_size=batch_size))
     if config.quant == "pow2":
         hooks.append(INQHook(model, epochs))
     if config.prune_scheme != "none":

@@ -4,6 +4,9 @@ The quantizers themselves (straight-through estimators) are in :mod:`dse.compres
 INQ's freezing schedule is in :mod:`dse.compress.inq`. This module holds the spec, the layers
 and the model rewrite.
 
+(Over 400 lines: the documented choices below, the spec's validation and the two layer classes
+belong together; splitting them would scatter one concept.)
+
 Modes (:class:`QuantSpec`):
 
 * ``"fixed"``: DoReFa weights at ``weight_bits`` (scale-preserving, see :func:`~dse.compress.quantizers.dorefa_weight`)
@@ -104,6 +107,9 @@ class QuantSpec:
         act_bases: ``mbn``: N in 1..8 (required).
         first_last_bits: Bits of the first conv and the last linear layer (1..16), or 32 to keep
             them full precision.
+        per_channel: ``fixed``/``mbn``: one weight scale per output channel instead of per tensor.
+        depthwise_bits: When set (1..8), depthwise convolutions are fixed point with at least this
+            many weight and activation bits, whatever the mode (few MACs, fragile at low precision).
 
     Raises:
         SpecError: One line naming the field of an impossible combination.
@@ -115,11 +121,15 @@ class QuantSpec:
     weight_bases: int | None = None
     act_bases: int | None = None
     first_last_bits: int = 8
+    per_channel: bool = False
+    depthwise_bits: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in QUANT_MODES:
             raise SpecError(f"quant: mode: unknown mode {self.mode!r} (known: {', '.join(QUANT_MODES)})")
         _check_range("first_last_bits", self.first_last_bits, 1, _MAX_FIRST_LAST_BITS, (_FULL_PRECISION,))
+        if self.depthwise_bits is not None:
+            _check_range("depthwise_bits", self.depthwise_bits, _MIN_BITS, _MAX_BITS)
         uses = {
             "none": (),
             "fixed": ("weight_bits", "act_bits"),
@@ -162,6 +172,7 @@ class LayerQuant:
     weight_bases: int | None = None
     act_bases: int | None = None
     quantize_input: bool = True
+    per_channel: bool = False
 
 
 class _QuantMixin:
@@ -170,6 +181,9 @@ class _QuantMixin:
     weight: nn.Parameter
     #: While frozen (:func:`dse.compress.freeze.frozen`): the weights computed with, a constant.
     frozen_weight: Tensor | None = None
+    #: False while a recipe's float warm start runs (:mod:`dse.compress.warm_start`): the layer
+    #: then computes in float (weights and inputs unquantized).
+    quant_enabled: bool = True
 
     def __init__(self, *args: Any, quant: LayerQuant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # nn.Conv2d / nn.Linear, next in the MRO
@@ -186,6 +200,7 @@ class _QuantMixin:
         self.weight_bases = cfg.weight_bases
         self.act_bases = cfg.act_bases
         self.quantize_input = cfg.quantize_input
+        self.per_channel = cfg.per_channel
         dev, dt = self.weight.device, self.weight.dtype
         self.uses_pact = cfg.quantize_input and cfg.mode in ("fixed", "pow2") and cfg.act_bits is not None
         if self.uses_pact:
@@ -207,7 +222,7 @@ class _QuantMixin:
 
     def quantize_input_(self, x: Tensor) -> Tensor:
         """The layer's input as the quantized layer sees it (identity where inputs stay unquantized)."""
-        if not self.quantize_input:
+        if not self.quantize_input or not self.quant_enabled:
             return x
         if self.quant_mode == "mbn":
             return mbn_activation(x, self.act_scale, self.act_shift)  # type: ignore[attr-defined]
@@ -225,12 +240,14 @@ class _QuantMixin:
         if self.frozen_weight is not None:
             return self.frozen_weight
         w = self.weight
+        if not self.quant_enabled:
+            return w
         if self.quant_mode == "fixed":
             assert self.weight_bits is not None
-            return dorefa_weight(w, self.weight_bits)
+            return dorefa_weight(w, self.weight_bits, per_channel=self.per_channel)
         if self.quant_mode == "mbn":
             assert self.weight_bases is not None
-            return mbn_weight(w, self.weight_bases)[0]
+            return mbn_weight(w, self.weight_bases, per_channel=self.per_channel)[0]
         assert self.weight_bits is not None
         n1_buf: Tensor = self.inq_n1  # type: ignore[attr-defined]
         if bool(torch.isnan(n1_buf)):  # plain quantization-aware training: all weights power of two
@@ -245,7 +262,8 @@ class _QuantMixin:
             bits = f"weight_bases={self.weight_bases}, act_bases={self.act_bases}"
         else:
             bits = f"weight_bits={self.weight_bits}, act_bits={self.act_bits}"
-        return f"mode={self.quant_mode}, {bits}, quantize_input={self.quantize_input}"
+        pc = ", per_channel=True" if self.per_channel else ""
+        return f"mode={self.quant_mode}, {bits}, quantize_input={self.quantize_input}{pc}"
 
 
 class QConv2d(_QuantMixin, nn.Conv2d):
@@ -318,10 +336,19 @@ class QLinear(_QuantMixin, nn.Linear):
 QUANT_LAYERS = (QConv2d, QLinear)
 
 
-def _layer_quant(spec: QuantSpec) -> LayerQuant:
+def _layer_quant(spec: QuantSpec, layer: nn.Module) -> LayerQuant:
+    pc = spec.per_channel and spec.mode in ("fixed", "mbn")
+    dw = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+    if dw and spec.depthwise_bits is not None:
+        floor = spec.depthwise_bits
+        if spec.mode == "fixed":
+            return LayerQuant("fixed", weight_bits=max(floor, spec.weight_bits or 0), act_bits=max(floor, spec.act_bits or 0),
+                              per_channel=pc)
+        if spec.mode == "mbn":
+            return LayerQuant("fixed", weight_bits=floor, act_bits=floor, per_channel=pc)
     if spec.mode == "mbn":
-        return LayerQuant("mbn", weight_bases=spec.weight_bases, act_bases=spec.act_bases)
-    return LayerQuant(spec.mode, weight_bits=spec.weight_bits, act_bits=spec.act_bits)
+        return LayerQuant("mbn", weight_bases=spec.weight_bases, act_bases=spec.act_bases, per_channel=pc)
+    return LayerQuant(spec.mode, weight_bits=spec.weight_bits, act_bits=spec.act_bits, per_channel=pc)
 
 
 def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
@@ -350,7 +377,6 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     first = convs[0] if convs else None
     last = linears[-1] if linears else None
-    body = _layer_quant(spec)
     edge_bits = spec.first_last_bits
     replaced: dict[int, nn.Module] = {}
     for parent in list(model.modules()):
@@ -364,9 +390,10 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
             if is_first or is_last:
                 if edge_bits == _FULL_PRECISION:
                     continue
-                quant = LayerQuant("fixed", weight_bits=edge_bits, act_bits=edge_bits, quantize_input=not is_first)
+                quant = LayerQuant("fixed", weight_bits=edge_bits, act_bits=edge_bits, quantize_input=not is_first,
+                                   per_channel=spec.per_channel and spec.mode in ("fixed", "mbn"))
             else:
-                quant = body
+                quant = _layer_quant(spec, child)
             cls = QConv2d if isinstance(child, nn.Conv2d) else QLinear
             new = cls.from_float(child, quant)  # type: ignore[arg-type]
             replaced[id(child)] = new

@@ -142,19 +142,37 @@ class Pow2Quant(torch.autograd.Function):
 # --------------------------------------------------------------------------- #
 
 
-def dorefa_weight(w: Tensor, bits: int) -> Tensor:
+def _channel_max(x: Tensor, per_channel: bool) -> Tensor:
+    """``max|x|`` over the whole tensor, or per output channel (dim 0, broadcastable), detached."""
+    x = x.detach().abs()
+    if not per_channel:
+        return x.max()
+    return x.reshape(x.shape[0], -1).amax(1).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _channel_mean(x: Tensor, per_channel: bool) -> Tensor:
+    x = x.detach()
+    if not per_channel:
+        return x.mean()
+    return x.reshape(x.shape[0], -1).mean(1).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def dorefa_weight(w: Tensor, bits: int, *, per_channel: bool = False) -> Tensor:
     """Scale-preserving DoReFa weights: ``max|W| * (2 quantize_k(tanh(W) / (2 max|tanh W|) + 1/2) - 1)``.
 
     ``quantize_k(r) = round((2^k - 1) r) / (2^k - 1)`` (STE). For ``k = 1``: ``mean|W| * sign(W)``.
-    The scale ``max|W|`` (or ``mean|W|``) is detached. At most ``2^k`` distinct values.
+    The scale ``max|W|`` (or ``mean|W|``) is detached; with ``per_channel`` each output channel
+    (dim 0) has its own scale and ``tanh`` normalisation (a depthwise kernel whose weights are all
+    small then keeps ``2^k`` levels of its own instead of rounding to one). At most ``2^k``
+    distinct values per tensor (per channel with ``per_channel``).
     """
     if bits == 1:
-        return w.detach().abs().mean() * SignSTE.apply(w)
+        return _channel_mean(w.abs(), per_channel) * SignSTE.apply(w)
     t = torch.tanh(w)
-    r = t / (2 * t.detach().abs().max().clamp_min(1e-12)) + 0.5
+    r = t / (2 * _channel_max(t, per_channel).clamp_min(1e-12)) + 0.5
     steps = 2**bits - 1
     q = RoundSTE.apply(r * steps) / steps
-    return (2 * q - 1) * w.detach().abs().max()
+    return (2 * q - 1) * _channel_max(w, per_channel)
 
 
 def pact_alpha_init(bits: int) -> float:
@@ -178,27 +196,37 @@ def _weight_base_shifts(bases: int) -> list[float]:
     return [0.0] if bases == 1 else torch.linspace(-1.0, 1.0, bases).tolist()
 
 
-def mbn_weight(w: Tensor, bases: int) -> tuple[Tensor, Tensor]:
+def mbn_weight(w: Tensor, bases: int, *, per_channel: bool = False) -> tuple[Tensor, Tensor]:
     """ABC-Net weights: ``W ~ sum_m alpha_m B_m``, ``B_m = sign(W - mean(W) + u_m std(W))``.
 
     ``u_m`` evenly spaced in ``[-1, 1]``; for ``M = 1`` the base is ``sign(W)`` (XNOR-Net,
     ``alpha = mean|W|``). ``alpha`` is the least-squares solution for the current weights
-    (detached). Gradient: ABC-Net eq. 3, ``sum_m alpha_m 1_{|x_m| <= 1}``.
+    (detached). Gradient: ABC-Net eq. 3, ``sum_m alpha_m 1_{|x_m| <= 1}``. With ``per_channel``
+    the mean, std and ``alpha`` are per output channel (dim 0), as XNOR-Net's per-filter scales.
 
     Returns:
-        The approximated weights and the ``alpha`` vector (shape ``(M,)``).
+        The approximated weights and the ``alpha`` values (shape ``(M,)``, or ``(C, M)`` per channel).
     """
     wd = w.detach()
+    rows = wd.reshape(wd.shape[0], -1) if per_channel else wd.reshape(1, -1)  # (C, K)
+    shape = (-1, *([1] * (w.dim() - 1))) if per_channel else ()
     if bases == 1:
         pre = [w]
     else:
-        mean, std = wd.mean(), wd.std()
+        mean, std = rows.mean(1), rows.std(1) if rows.shape[1] > 1 else torch.zeros(rows.shape[0], dtype=w.dtype, device=w.device)
+        mean = mean.reshape(shape) if per_channel else mean[0]
+        std = std.reshape(shape) if per_channel else std[0]
         pre = [w - mean + u * std for u in _weight_base_shifts(bases)]
     signs = [SignSTE.apply(p) for p in pre]
-    mat = torch.stack([s.detach().reshape(-1) for s in signs], dim=1)  # (n, M)
-    gram = mat.T @ mat + _LSQ_RIDGE * mat.shape[0] * torch.eye(bases, dtype=w.dtype, device=w.device)
-    alpha = torch.linalg.solve(gram, mat.T @ wd.reshape(-1))
-    approx = sum(a * s for a, s in zip(alpha, signs, strict=True))
+    mat = torch.stack([s.detach().reshape(rows.shape) for s in signs], dim=2)  # (C, K, M)
+    eye = torch.eye(bases, dtype=w.dtype, device=w.device)
+    gram = mat.transpose(1, 2) @ mat + _LSQ_RIDGE * mat.shape[1] * eye
+    alpha = torch.linalg.solve(gram, (mat.transpose(1, 2) @ rows.unsqueeze(2)).squeeze(2))  # (C, M)
+    if not per_channel:
+        alpha = alpha[0]
+        approx = sum(a * s for a, s in zip(alpha, signs, strict=True))
+    else:
+        approx = sum(alpha[:, m].reshape(shape) * s for m, s in enumerate(signs))
     return approx, alpha  # type: ignore[return-value]
 
 

@@ -105,6 +105,13 @@ class CandidateClaims:
             )
         return done.rowcount == 1
 
+    def release(self, candidate: dict[str, Any], trial_number: int) -> None:
+        """Drops trial ``trial_number``'s claim of ``candidate`` (nothing if another trial holds it)."""
+        with self.engine.begin() as conn:
+            conn.execute(_CLAIMS.delete().where(
+                _CLAIMS.c.study_name == self.study_name, _CLAIMS.c.candidate_key == candidate_key(candidate),
+                _CLAIMS.c.trial_number == trial_number))
+
     def close(self) -> None:
         """Releases the connection pool."""
         if self._engine is not None:

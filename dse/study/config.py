@@ -39,7 +39,7 @@ __all__ = [
     "parse_duration",
 ]
 
-SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate")  # sampler_registry.SAMPLER_NAMES (tested)
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate", "grid")  # sampler_registry.SAMPLER_NAMES (tested)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 
 
@@ -126,7 +126,7 @@ class ConstraintConfig(_Strict):
 class SamplerConfig(_Strict):
     """The sampler (a name of ``dse.study.sampler_registry.SAMPLER_NAMES``), its seed and constructor options."""
 
-    name: Literal["nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate"] = "surrogate"  # the benchmark's pick
+    name: Literal["nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate", "grid"] = "surrogate"  # the benchmark's pick
     seed: int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -461,7 +461,10 @@ def _check_sampler_storage_output(config: StudyConfig, *, where: str) -> None:
     from dse.study.sampler_registry import build_sampler
 
     try:
-        build_sampler(config.sampler.name, seed=config.sampler.seed, options=config.sampler.options)
+        from search_spaces import listed_grid
+
+        grid = listed_grid(config.space.options) if config.space.name == "listed" else None
+        build_sampler(config.sampler.name, seed=config.sampler.seed, options=config.sampler.options, grid=grid)
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from None
     if config.storage:

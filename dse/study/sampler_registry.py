@@ -14,10 +14,18 @@ from dse.study.surrogate import FreeValues, SurrogateSampler
 __all__ = ["DEFAULT_SAMPLER", "SAMPLER_NAMES", "build_sampler"]
 
 #: Every sampler name a study file may give (``sampler.name``).
-SAMPLER_NAMES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate")
+SAMPLER_NAMES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pls", "rea", "surrogate", "grid")
 #: The sampler of a study file that names none: the best median hypervolume after 100 trials in
 #: every setting of ``bench/search_efficiency.py`` (20 seeds; see the README's figures).
 DEFAULT_SAMPLER = "surrogate"
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's ``GridSampler`` without its ``study.stop()`` once the grid is covered: dse asks and
+    tells outside ``study.optimize`` (where ``stop`` raises), and the study's budget ends it."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
 
 
 def build_sampler(
@@ -27,6 +35,7 @@ def build_sampler(
     options: Mapping[str, Any],
     params_filter: ParamsFilter | None = None,
     free_values: FreeValues | None = None,
+    grid: Mapping[str, list[Any]] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler registered as ``name`` (see :data:`SAMPLER_NAMES`) with its options.
 
@@ -38,6 +47,8 @@ def build_sampler(
             ``surrogate``): False for params that break a constraint known before training.
         free_values: Handed to ``surrogate``: objective index -> value, for the objectives known
             before training.
+        grid: ``grid``: parameter name -> values, every combination tried once (Optuna's
+            ``GridSampler``; the ``listed`` space gives its entries).
 
     Raises:
         SpecError: ``sampler.options: ...``, options the sampler refuses, in one line.
@@ -53,7 +64,10 @@ def build_sampler(
         "pls": lambda: ParetoLocalSearchSampler(seed=seed, params_filter=params_filter, **options),
         "rea": lambda: RegularizedEvolutionSampler(seed=seed, params_filter=params_filter, **options),
         "surrogate": lambda: SurrogateSampler(seed=seed, params_filter=params_filter, free_values=free_values, **options),
+        "grid": lambda: _GridSampler(dict(grid or {}), seed=seed, **options),
     }
+    if name == "grid" and not grid:
+        raise SpecError("sampler grid: only the listed space has a grid (space: {name: listed, ...})")
     try:
         return factories[name]()
     except (TypeError, ValueError) as err:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from dse.study.claims import CandidateClaims
 from dse.study.config import StudyConfig
-from dse.study.drivers import INTERRUPTED, budget_used
+from dse.study.drivers import INTERRUPTED, budget_used, finished_trials
 from dse.study.scheduling import MultiObjectiveASHA
 
 __all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "record_constraints", "searcher_class"]
@@ -131,6 +131,8 @@ def searcher_class():
                 return Searcher.FINISHED
             repeats = refusals = 0
             while True:
+                if repeats and self.total is not None and budget_used(self.study) >= self.total:
+                    return Searcher.FINISHED  # another driver's trials filled the budget while this one looked
                 with warnings.catch_warnings():  # heartbeats are recorded by dse.study.drivers.Heartbeat
                     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                     trial = self.study.ask()
@@ -154,7 +156,11 @@ def searcher_class():
                 previous = self._completed_with(candidate)
                 owner = None if previous is not None else self._claim(trial, candidate)
                 if owner is None and previous is None:
-                    break  # this trial holds the candidate's claim: it trains it
+                    if not self._over_budget(trial):
+                        break  # this trial holds the candidate's claim: it trains it
+                    self._yield_to_budget(trial, candidate)
+                    repeats += 1
+                    continue
                 if previous is None:
                     if owner.state in (TrialState.COMPLETE, TrialState.PRUNED):
                         previous = owner  # finished between the two looks
@@ -197,6 +203,27 @@ def searcher_class():
             held = [*self.live.values(), *(t for ts in self.waiting.values() for t in ts)]
             return [t._trial_id for t in held]
 
+        def _over_budget(self, trial: optuna.Trial) -> bool:
+            """Whether ``trial`` would train past the shared budget. Drivers check the budget before
+            they ask, so two may ask the last slot at once; afterwards every open trial is visible,
+            and the highest-numbered ones past the budget give way (counted conservatively: trials
+            still being decided elsewhere count as training)."""
+            if self.total is None or self.claims is None:
+                return False
+            open_ = sorted(t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                           if "waits_for" not in t.user_attrs)
+            excess = finished_trials(self.study) + len(open_) - self.total
+            return excess > 0 and trial.number in open_[-excess:]
+
+        def _yield_to_budget(self, trial: optuna.Trial, candidate: dict[str, Any]) -> None:
+            """Gives the last budget slot to another driver's trial: PRUNED with ``rejected`` (not
+            counted), its candidate's claim released."""
+            assert self.claims is not None
+            self.claims.release(candidate, trial.number)
+            trial.set_user_attr("rejected", "the budget was filled by another driver's trials")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            logger.info("trial %d gives way: the shared budget is full", trial.number)
+
         def _claim(self, trial: optuna.Trial, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
             """Claims ``candidate`` for ``trial`` (see :mod:`dse.study.claims`): None when ``trial``
             now holds it, else the running or finished trial that does. A claim held by a trial that
@@ -209,7 +236,8 @@ def searcher_class():
                 if number is None:
                     return None
                 owner = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
-                if owner.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
+                if owner.state in (TrialState.RUNNING, TrialState.COMPLETE) or (
+                        owner.state == TrialState.PRUNED and "rejected" not in owner.user_attrs):
                     return owner
                 if self.claims.take_over(candidate, number, trial.number):
                     return None

@@ -30,8 +30,13 @@ def make_sampler(config: StudyConfig, *, seed_offset: int = 0) -> optuna.sampler
         SpecError: Options the sampler refuses, in one line.
     """
     s = config.sampler
+    grid = None
+    if s.name == "grid" and config.space.name == "listed":
+        from search_spaces import listed_grid
+
+        grid = listed_grid(config.space.options)
     return build_sampler(s.name, seed=None if s.seed is None else s.seed + seed_offset, options=s.options,
-                         params_filter=_params_filter(config), free_values=_free_values(config))
+                         params_filter=_params_filter(config), free_values=_free_values(config), grid=grid)
 
 
 def _candidate(config: StudyConfig, params: Mapping[str, Any]) -> dict[str, Any] | None:

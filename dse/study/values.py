@@ -25,10 +25,11 @@ def section_switches() -> frozenset[str]:
     true/false: the bool fields of the recipe, attack, evaluation and check settings."""
     from dse.robust.config import AttackConfig
     from dse.robust.masking import CheckSettings
+    from dse.compress.warm_start import QuantRecipe
     from dse.training import Recipe
     from objectives import EvalSettings
 
-    names = {name for name, f in Recipe.model_fields.items() if f.annotation is bool}
+    names = {name for model in (Recipe, QuantRecipe) for name, f in model.model_fields.items() if f.annotation is bool}
     for cls in (AttackConfig, CheckSettings, EvalSettings):
         names |= {f.name for f in dataclasses.fields(cls) if f.type in (bool, "bool")}
     return frozenset(names | {"checks"})  # eval.checks: false turns the checks off
