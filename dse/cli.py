@@ -43,7 +43,7 @@ from dse.pipeline import (
     train_to_checkpoint,
     transfer_between,
 )
-from dse.training import default_recipe
+from dse.training import METHODS, default_recipe
 from dse.version import VERSION
 
 __all__ = ["main"]
@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_candidate_args(p)
     _add_data_args(p)
     p.add_argument("--recipe", help="recipe YAML file (overrides the candidate file's recipe section)")
-    p.add_argument("--method", choices=("natural", "pgd_at", "trades", "fast_at"))
+    p.add_argument("--method", choices=METHODS)
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)

@@ -1,4 +1,8 @@
-"""Training one candidate: natural, PGD-AT, TRADES, FastAT, and clean/adversarial mixes.
+"""Training one candidate: natural, PGD-AT, TRADES, FastAT, free AT, and clean/adversarial mixes.
+
+(Over 400 lines on purpose: the recipe schema, its per-data-set defaults and the one training loop
+that reads every field are kept together; the attacks and free AT's perturbation live in
+:mod:`dse.robust`.)
 
 Methods (the training attack lives in ``Recipe.attack``, apart from the evaluation settings):
 
@@ -7,6 +11,17 @@ Methods (the training attack lives in ``Recipe.attack``, apart from the evaluati
 * ``trades`` (Zhang et al. 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, x_adv from the
   KL inner maximization.
 * ``fast_at`` (Wong et al. 2020): FGSM from a uniform random start with step ``alpha``.
+* ``free`` (Shafahi et al. 2019): each minibatch is replayed ``free_replays`` (m, default 4)
+  times; each replay is ONE forward/backward pass on ``x + delta`` that gives both the weight
+  gradient (one optimizer step) and the input gradient (``delta`` takes one eps step, projected
+  into the eps-ball and ``[0, 1]``: :class:`~dse.robust.free.FreePerturbation`). ``delta`` persists
+  across replays and minibatches (zeroed when the batch shape changes). ``epochs`` counts passes
+  over the data, each replaying every batch m times (m times a natural epoch's optimizer steps),
+  so the paper's "divide the epochs by m" is up to the recipe: K natural epochs' budget is
+  ``epochs: ceil(K / m)``. The LR schedule and warmup count optimizer steps (m per batch);
+  ``train_loss``/``train_acc`` average over every replay. The pass is a training pass (train mode,
+  running statistics updated), so ``attack_bn`` does not apply and ``attack_dtype`` must stay
+  float32; ``adv_weight: 0`` trains on clean inputs, other mixes do not apply (as for ``trades``).
 
 Training attacks craft with ``attack_bn: batch`` by default: BatchNorm normalizes with the
 attacked batch's statistics, as the training forward pass does (Madry et al.'s and Rice et al.'s
@@ -19,6 +34,20 @@ For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
 ``mix_mode: loss`` uses ``(1 - w) CE(clean) + w CE(adv)`` on every sample (seed 002 used w = 0.9);
 ``mix_mode: batch`` attacks only the first ``w`` of each batch (seed 003: half-and-half batches).
 
+Speed:
+
+* ``attack_dtype: bfloat16`` runs the training attack's passes (PGD, FGSM-RS, TRADES' inner
+  maximization) under bfloat16 ``torch.autocast`` on the training device; its examples stay float32
+  in the eps-ball and ``[0, 1]``, and the training pass stays float32 (or AMP's). ``float32``
+  (default) adds no autocast.
+* ``compile: true`` trains (attacks included) through ``torch.compile(model)``; the evaluator,
+  hooks and the returned model see the plain module.
+* Random draws (batch order and crop/flip from ``seed``, attack starts from ``seed + 1``) come from
+  generators on the training device, so no noise is copied per step (on CPU: the same draws as
+  ever). Loss/accuracy totals stay on the device until the epoch ends; a non-finite loss stops
+  training at once on CPU and at the end of its epoch on an accelerator (no host read per batch).
+* ``amp`` stays CUDA-only (float16 autocast and a gradient scaler).
+
 Per-epoch validation metrics come from an ``evaluate(model, val_split)`` callback that the caller
 builds (the objectives live above this module); compression schemes plug in as
 :class:`~dse.compress.hooks.TrainingHook` objects.
@@ -26,6 +55,7 @@ builds (the objectives live above this module); compression schemes plug in as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -36,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from torch import nn
 
 from dse.compress.hooks import TrainingHook
@@ -44,6 +74,7 @@ from dse.data import Dataset, Split, iterate_batches, random_crop_flip
 from dse.errors import SpecError, one_line_error
 from dse.robust.attacks import fgsm, pgd
 from dse.robust.config import AttackConfig
+from dse.robust.free import FreePerturbation
 from dse.robust.trades import trades_adversary
 
 __all__ = [
@@ -60,7 +91,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("natural", "pgd_at", "trades", "fast_at")
+METHODS = ("natural", "pgd_at", "trades", "fast_at", "free")
 
 #: Called after every epoch with that epoch's metrics; the study runner hooks Ray Tune's report here.
 EpochCallback = Callable[[dict[str, float]], None]
@@ -74,7 +105,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["natural", "pgd_at", "trades", "fast_at"] = "pgd_at"
+    method: Literal["natural", "pgd_at", "trades", "fast_at", "free"] = "pgd_at"
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.05, gt=0)
@@ -97,12 +128,22 @@ class Recipe(BaseModel):
     attack_bn: Literal["eval", "batch"] = "batch"
     channels_last: bool = True
     amp: bool = False
+    free_replays: int = Field(4, ge=1)
+    attack_dtype: Literal["float32", "bfloat16"] = "float32"
+    compile: bool = False
 
     @field_validator("milestones")
     @classmethod
     def _check_milestones(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 < m < 1 for m in value) or list(value) != sorted(value):
             raise ValueError("milestones are increasing fractions of the epochs in (0, 1)")
+        return value
+
+    @field_validator("attack_dtype")
+    @classmethod
+    def _check_attack_dtype(cls, value: str, info: ValidationInfo) -> str:
+        if value != "float32" and info.data.get("method") == "free":
+            raise ValueError("method free crafts in its training pass, which stays float32 (use pgd_at, trades or fast_at)")
         return value
 
     @field_validator("attack")
@@ -208,19 +249,38 @@ def _lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def _attack_precision(recipe: Recipe, x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """The autocast the training attack crafts under: none for float32, else bfloat16 on ``x``'s device."""
+    if recipe.attack_dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
+
+
 def _adversarial_loss(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, generator: torch.Generator
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    generator: torch.Generator,
+    *,
+    x_free: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss of one batch and the logits its accuracy is read from."""
+    """Loss of one batch and the logits its accuracy is read from (``x_free``: free AT's ``x + delta``)."""
     attack = recipe.train_attack()
     if recipe.method == "natural" or recipe.adv_weight == 0.0:
         logits = model(x)
         return F.cross_entropy(logits, y), logits
+    if recipe.method == "free":
+        if x_free is None:
+            raise ValueError("method free needs x_free, the FreePerturbation's inputs for this pass")
+        logits = model(x_free)
+        return F.cross_entropy(logits, y), logits
     if recipe.method == "trades":
-        x_adv = trades_adversary(
-            model, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm,
-            generator=generator, bn=recipe.attack_bn,
-        )
+        with _attack_precision(recipe, x):
+            x_adv = trades_adversary(
+                model, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm,
+                generator=generator, bn=recipe.attack_bn,
+            )
         logits = model(x)
         logits_adv = model(x_adv)
         # log_target=True: differentiating p * log(p) through a softmax target gives log(0) = -inf
@@ -231,26 +291,27 @@ def _adversarial_loss(
         return F.cross_entropy(logits, y) + recipe.trades_beta * kl, logits_adv
 
     def craft(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        if recipe.method == "fast_at":
-            alpha = recipe.fast_at_alpha or 1.25 * attack.eps
-            return fgsm(
-                model, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha, generator=generator,
+        with _attack_precision(recipe, xs):
+            if recipe.method == "fast_at":
+                alpha = recipe.fast_at_alpha or 1.25 * attack.eps
+                return fgsm(
+                    model, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha,
+                    generator=generator, bn=recipe.attack_bn,
+                )
+            return pgd(
+                model,
+                xs,
+                ys,
+                eps=attack.eps,
+                step_size=attack.step_size,
+                steps=attack.steps,
+                norm=attack.norm,
+                loss=attack.loss,
+                restarts=1,
+                random_start=attack.random_start,
+                generator=generator,
                 bn=recipe.attack_bn,
             )
-        return pgd(
-            model,
-            xs,
-            ys,
-            eps=attack.eps,
-            step_size=attack.step_size,
-            steps=attack.steps,
-            norm=attack.norm,
-            loss=attack.loss,
-            restarts=1,
-            random_start=attack.random_start,
-            generator=generator,
-            bn=recipe.attack_bn,
-        )
 
     w = recipe.adv_weight
     if recipe.mix_mode == "batch":
@@ -302,9 +363,15 @@ def train(
     model.to(device=device, memory_format=memory_format)
     train_split = dataset.train.to(device)
     val_split = dataset.val.to(device) if dataset.val is not None else None
-    batch_gen = torch.Generator().manual_seed(recipe.seed)
-    attack_gen = torch.Generator().manual_seed(recipe.seed + 1)
-    steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size)
+    # On the training device, so noise is drawn where it is used (a CPU run draws exactly as before).
+    batch_gen = torch.Generator(device=device).manual_seed(recipe.seed)
+    attack_gen = torch.Generator(device=device).manual_seed(recipe.seed + 1)
+    replays = recipe.free_replays if recipe.method == "free" else 1
+    free = None
+    if recipe.method == "free":
+        free = FreePerturbation(eps=recipe.train_attack().eps, norm=recipe.train_attack().norm)
+    net = torch.compile(model) if recipe.compile else model
+    steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size) * replays  # optimizer steps
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -321,32 +388,43 @@ def train(
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        # totals stay on the device (float64 where it has it: the same sums as Python floats), read once below
+        total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        seen = 0
         for x, y in iterate_batches(train_split, recipe.batch_size, shuffle=True, generator=batch_gen):
             if dataset.spec.augment:
                 x = random_crop_flip(x, generator=batch_gen)
             x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss, logits = _adversarial_loss(model, x, y, recipe, attack_gen)
+            for _ in range(replays):
+                x_free = free.inputs(x) if free is not None else None
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss, logits = _adversarial_loss(net, x, y, recipe, attack_gen, x_free=x_free)
+                    for hook in hooks:
+                        term = hook.penalty()
+                        if term is not None:
+                            loss = loss + term
+                nonfinite |= ~torch.isfinite(loss.detach())
+                if device.type == "cpu" and nonfinite:  # free on CPU; an accelerator's flag is read per epoch
+                    raise FloatingPointError(f"training diverged at epoch {epoch}: loss is {loss.item()}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if free is not None and x_free is not None:
+                    free.update(x, x_free)
+                if recipe.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
                 for hook in hooks:
-                    term = hook.penalty()
-                    if term is not None:
-                        loss = loss + term
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch}: loss is {loss.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            for hook in hooks:
-                hook.after_step()
-            total_loss += loss.item() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += y.shape[0]
+                    hook.after_step()
+                total_loss += loss.detach().to(total_loss.dtype) * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+        if nonfinite:
+            raise FloatingPointError(f"training diverged at epoch {epoch}: a batch's loss was not finite")
         for hook in hooks:
             hook.on_epoch_end(epoch)
             if epoch == recipe.epochs:
@@ -354,8 +432,8 @@ def train(
         metrics: dict[str, float] = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": total_loss / seen,
-            "train_acc": correct / seen,
+            "train_loss": total_loss.item() / seen,
+            "train_acc": correct.item() / seen,
             "epoch_seconds": time.perf_counter() - start,
         }
         due = recipe.eval_every and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs)

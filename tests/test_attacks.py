@@ -356,6 +356,7 @@ def test_input_not_modified_and_output_detached(digits: Digits) -> None:
     assert x.grad is None
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_with_cpu_generator(digits: Digits) -> None:  # pragma: no cover - hardware dependent
     m = _mlp().cuda()

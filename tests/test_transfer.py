@@ -254,6 +254,7 @@ def test_bad_data_named(digits):
         transfer_matrix({"a": _linear(5)}, digits.test, attack=ATTACK)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_models_on_their_own_device(models, digits):
     cpu = {"mlp64": models["mlp64"], "mlp32": models["mlp32"]}

@@ -279,7 +279,7 @@ def prepare(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
             if y.is_inference():
                 y = y.clone()
     if x.numel() > 0:
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one host read (a device sync), not two
         if lo < -_INPUT_RANGE_TOL or hi > 1 + _INPUT_RANGE_TOL:
             raise ValueError(f"attack inputs must lie in [0, 1], got range [{lo:.6g}, {hi:.6g}]")
     return x, y
