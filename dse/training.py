@@ -70,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from torch import nn
 
 from dse.compress.hooks import TrainingHook
+from dse.compress.warm_start import CLIP_PARAMETERS, QuantRecipe
 from dse.data import Dataset, Split, iterate_batches, random_crop_flip
 from dse.errors import SpecError, one_line_error
 from dse.robust.attacks import fgsm, pgd
@@ -131,6 +132,7 @@ class Recipe(BaseModel):
     free_replays: int = Field(4, ge=1)
     attack_dtype: Literal["float32", "bfloat16"] = "float32"
     compile: bool = False
+    quant: QuantRecipe = Field(default_factory=QuantRecipe)
 
     @field_validator("milestones")
     @classmethod
@@ -372,11 +374,17 @@ def train(
         free = FreePerturbation(eps=recipe.train_attack().eps, norm=recipe.train_attack().norm)
     net = torch.compile(model) if recipe.compile else model
     steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size) * replays  # optimizer steps
-    decay, no_decay = [], []
+    decay, no_decay, clips = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        if name.rsplit(".", 1)[-1] in CLIP_PARAMETERS:
+            clips.append(p)  # quantizers' clipping levels: their own learning rate and decay (recipe.quant)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if clips:
+        groups.append({"params": clips, "weight_decay": recipe.quant.clip_weight_decay, "lr": recipe.lr * recipe.quant.clip_lr_mult})
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        groups,
         lr=recipe.lr,
         momentum=recipe.momentum,
         nesterov=recipe.nesterov and recipe.momentum > 0,
