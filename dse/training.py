@@ -112,6 +112,7 @@ class Recipe(BaseModel):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
+    optimizer: Literal["sgd", "adam"] = "sgd"
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)
@@ -383,12 +384,11 @@ def train(
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if clips:
         groups.append({"params": clips, "weight_decay": recipe.quant.clip_weight_decay, "lr": recipe.lr * recipe.quant.clip_lr_mult})
-    optimizer = torch.optim.SGD(
-        groups,
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        nesterov=recipe.nesterov and recipe.momentum > 0,
-    )
+    if recipe.optimizer == "adam":  # binary/multi-bit networks (XNOR, ABC-Net, Bi-Real): their STE gradients are
+        # orders of magnitude smaller than a float net's (bench/quant_diagnosis.py), which Adam's scaling absorbs
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999))
+    else:
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(recipe, steps_per_epoch))
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
