@@ -163,3 +163,16 @@ def test_clip_parameters_get_their_own_learning_rate_and_decay(digits_small):
     alpha2 = next(m.act_alpha for m in model2.modules() if getattr(m, "uses_pact", False))
     train(model2, digits_small, default_recipe("digits", method="natural", epochs=1, eval_every=0), device="cpu")
     assert slow < abs(float(alpha2) - before)
+
+
+def test_adam_optimizer_is_a_recipe_choice_and_trains(digits_small):
+    from dse.training import train
+
+    with pytest.raises(SpecError, match="optimizer"):
+        Recipe.parse({"optimizer": "lbfgs"})
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = train(model, digits_small, default_recipe("digits", method="natural", epochs=2, eval_every=0, optimizer="adam", lr=0.003),
+                 device="cpu")
+    assert hist[-1]["train_acc"] > 0.3
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
