@@ -891,3 +891,19 @@ def test_switches_in_candidate_sections_stay_allowed(box, monkeypatch):
              "sampler": {"name": "tpe", "seed": 0, "options": {"multivariate": True}}}
     with pytest.raises(AssertionError, match="run_study was reached"):
         main(["run", str(box.study(study))])
+
+
+@pytest.mark.parametrize("command", ["report", "export", "resume"])
+def test_a_corrupted_study_database_is_one_line_and_left_as_it_is(tmp_path, capsys, command):
+    study = yaml.safe_load((Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml").read_text())
+    study["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(study))
+    db = tmp_path / "out" / "study.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database " * 100)
+    args = [command, str(path)] + (["--pick", "knee", "-o", str(tmp_path / "x.yaml")] if command == "export" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be opened" in err[0] and "study.db" in err[0]
+    assert db.read_bytes() == b"not a database " * 100

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
@@ -117,7 +118,11 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     ex = config.execution
     with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5: say it once, in the docs
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = _rdb(url, ex.heartbeat_interval, ex.grace())
+        try:
+            rdb = _rdb(url, ex.heartbeat_interval, ex.grace())
+        except sqlalchemy.exc.DatabaseError as err:  # not a database, or one another program locked or broke
+            reason = str(err.orig).splitlines()[0] if err.orig is not None else type(err).__name__
+            raise SpecError(f"storage {url}: cannot be opened as an Optuna study database ({reason})") from None
 
     if not create:
         try:
