@@ -163,3 +163,16 @@ def assert_each_candidate_once(trials: list, budget: int) -> list:
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING], "a trial was left running"
     assert not [t for t in trials if t.user_attrs.get("error") == INTERRUPTED], "a live driver's trial was taken from it"
     return trained
+
+
+class InputRecorder(torch.nn.Module):
+    """Wraps a model and keeps (a copy of) every input it is called with, in call order."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.model(x)

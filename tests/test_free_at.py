@@ -13,7 +13,7 @@ from dse.robust.attacks import AttackConfig
 from dse.robust.free import FreePerturbation
 from dse.training import Recipe, default_recipe, seed_everything, train
 from objectives import EvalSettings, evaluate_objectives
-from tests.conftest import make_model
+from tests.conftest import InputRecorder, make_model
 
 EPS = 0.1
 ATTACK = {"name": "pgd", "eps": EPS, "step_size": 0.025, "steps": 2}
@@ -25,19 +25,6 @@ def _small(digits, n: int = 128) -> Dataset:
 
 def _within(x_adv: torch.Tensor, x: torch.Tensor, eps: float = EPS) -> bool:
     return bool(((x_adv - x).abs() <= eps + 1e-6).all() and (x_adv >= 0).all() and (x_adv <= 1).all())
-
-
-class _Recorder(torch.nn.Module):
-    """Wraps a model and keeps every input of a forward pass made with gradients enabled."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(x.detach().clone())
-        return self.model(x)
 
 
 class _Counter(BaseHook):
@@ -104,7 +91,7 @@ def test_every_batch_is_replayed_m_times_with_one_pass_each(digits):
     recipe = Recipe.parse({"method": "free", "free_replays": m, "epochs": 2, "batch_size": 64, "lr": lr,
                            "attack": ATTACK, "eval_every": 0, "grad_clip": 1.0, "attack_bn": "eval"})
     seed_everything(0)
-    model = _Recorder(make_model(data))
+    model = InputRecorder(make_model(data))
     hook = _Counter()
     history = train(model, data, recipe, device="cpu", hooks=[hook])
     steps = 2 * 2 * m

@@ -20,7 +20,7 @@ from dse.training import (
     train,
 )
 from objectives import EvalSettings, evaluate_objectives
-from tests.conftest import make_model
+from tests.conftest import InputRecorder, make_model
 
 FAST_ATTACK = {"name": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2}
 EPS = FAST_ATTACK["eps"]
@@ -36,22 +36,9 @@ def _evaluator(dataset: str, recipe: Recipe):
     return lambda model, split, epoch: evaluate_objectives(model, split, settings, VAL_METRICS)
 
 
-class _Recorder(torch.nn.Module):
-    """Wraps a model and keeps every input it is called with (in call order)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(x.detach().clone())
-        return self.model(x)
-
-
 def _batch(digits, n: int = 32):
     seed_everything(0)
-    model = _Recorder(make_model(digits)).train()
+    model = InputRecorder(make_model(digits)).train()
     return model, digits.train.x[:n], digits.train.y[:n]
 
 
