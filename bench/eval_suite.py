@@ -3,7 +3,8 @@
 Runs ``dse.robust.suites.evaluate_suite(suite="standard")`` (PGD-50 x 5 restarts, APGD-CE, APGD-T with 9
 target classes; l_inf eps 8/255) and prints images/s per attack and for the whole suite, next to one
 PGD-50 run by dse and by torchattacks on the same batch (the ratio says what dse's PGD costs against
-the reference implementation).
+the reference implementation). The suite runs twice: on the model, and on its BatchNorm-folded view
+(:func:`dse.robust.fold.fold_batchnorm`, what ``dse eval`` and ``dse rescore`` attack), with the ratio.
 
 The cost depends on the model: PGD's extra restarts, and APGD-T's further target classes, run only
 on samples still robust. So two cases are measured: a model trained naturally for a few epochs on the
@@ -12,7 +13,7 @@ CIFAR-10 subset (``--data-root``, default ../shared/data/cifar10-subset), attack
 own predictions are the labels (nothing breaks, every iteration of every attack runs: the expensive
 end; a robust model lies between). Without the subset, only the second case runs, on uniform noise.
 
-Usage: ``python bench/eval_suite.py [--samples 64] [--batch-size 64] [--threads N] [--device cpu]``
+Usage: ``python bench/eval_suite.py [--samples 64] [--batch-size 64] [--threads N] [--device cpu] [--no-fold]``
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from dse.robust.attacks import AttackConfig, pgd
 from dse.data import Split, load_dataset
 from dse.models import build_model
+from dse.robust.fold import fold_batchnorm
 from dse.robust.suites import SUITES, evaluate_suite
 from dse.training import default_recipe, train
 
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", type=Path, default=SHARED)
+    parser.add_argument("--no-fold", action="store_true", help="skip the BatchNorm-folded run")
     parser.add_argument("--train-epochs", type=int, default=3, help="natural epochs on the CIFAR-10 subset first")
     args = parser.parse_args()
     if args.threads:
@@ -78,13 +81,18 @@ def main() -> None:
     for label, model, data in _scenarios(args.samples, args.data_root, args.train_epochs, device):
         model = model.to(memory_format=torch.channels_last)
         print(f"\n{label}")
-        start = time.perf_counter()
-        out = evaluate_suite(model, data, suite="standard", attack=attack, batch_size=args.batch_size)
-        total = time.perf_counter() - start
-        print(f"  {'attack':12s} {'seconds':>8s} {'images/s':>9s} {'robust acc':>11s}")
-        for name, entry in out["per_attack"].items():
-            print(f"  {name:12s} {entry['seconds']:8.1f} {len(data) / entry['seconds']:9.2f} {entry['robust_acc']:11.3f}")
-        print(f"  {'suite':12s} {total:8.1f} {len(data) / total:9.2f} {out['robust_acc']:11.3f}")
+        totals = {}
+        views = [("BatchNorm", model), ("folded", fold_batchnorm(model))] if not args.no_fold else [("BatchNorm", model)]
+        for view, attacked in views:
+            start = time.perf_counter()
+            out = evaluate_suite(attacked, data, suite="standard", attack=attack, batch_size=args.batch_size)
+            totals[view] = time.perf_counter() - start
+            print(f"  [{view}] {'attack':12s} {'seconds':>8s} {'images/s':>9s} {'robust acc':>11s}")
+            for name, entry in out["per_attack"].items():
+                print(f"  [{view}] {name:12s} {entry['seconds']:8.1f} {len(data) / entry['seconds']:9.2f} {entry['robust_acc']:11.3f}")
+            print(f"  [{view}] {'suite':12s} {totals[view]:8.1f} {len(data) / totals[view]:9.2f} {out['robust_acc']:11.3f}")
+        if "folded" in totals:
+            print(f"  suite speed-up of the folded view (what dse eval runs): {totals['BatchNorm'] / totals['folded']:.2f}x")
         t0 = time.perf_counter()
         pgd(model, data.x, data.y, eps=attack.eps, step_size=attack.eps / 4, steps=50, generator=torch.Generator().manual_seed(0))
         t_dse = time.perf_counter() - t0

@@ -21,9 +21,11 @@ Usage::
 
     python bench/train_throughput.py [--device cuda] [--steps 3] [--batch-size 128]
         [--methods natural,pgd,trades,fast_at,free] [--attack-dtype float32|bfloat16|both]
-        [--amp] [--compile] [--no-plain] [--workers N]
+        [--attack-bn batch,frozen_batch] [--no-fold] [--amp] [--compile] [--no-plain] [--workers N]
 
-``--attack-dtype both`` adds a dse row per adversarial method whose attack passes run under bfloat16
+``--attack-bn`` lists the recipe's ``attack_bn`` modes to time (a ``dse`` row each; default ``batch``
+and ``frozen_batch``, whose frozen statistics let BatchNorm fold into the convolutions unless
+``--no-fold``); ``--attack-dtype both`` adds a dse row per adversarial method whose attack passes run under bfloat16
 autocast (recipe ``attack_dtype``); ``--amp`` trains dse with CUDA AMP; ``--compile`` with
 ``torch.compile``.
 """
@@ -81,7 +83,9 @@ def _model(channels_last: bool) -> torch.nn.Module:
 # --------------------------------------------------------------------------- dse: train() itself
 
 
-def dse_loop(x: torch.Tensor, y: torch.Tensor, method: str, args: argparse.Namespace, attack_dtype: str) -> float:
+def dse_loop(
+    x: torch.Tensor, y: torch.Tensor, method: str, args: argparse.Namespace, attack_dtype: str, attack_bn: str = "batch"
+) -> float:
     """Seconds per optimizer step of :func:`dse.training.train`: epoch 2 of 2 (epoch 1 warms up)."""
     data = DseDataset(spec=dataset_spec("cifar10"), train=Split(x=x, y=y), val=None, test=Split(x=x[:1], y=y[:1]))
     recipe = Recipe.parse({
@@ -89,6 +93,7 @@ def dse_loop(x: torch.Tensor, y: torch.Tensor, method: str, args: argparse.Names
         "attack": {"name": "pgd", "eps": EPS, "step_size": STEP, "steps": STEPS}, "trades_beta": BETA,
         "free_replays": REPLAYS, "eval_every": 0, "amp": args.amp, "compile": args.compile,
         "attack_dtype": attack_dtype if method not in ("natural", "free") else "float32",
+        "attack_bn": attack_bn, "attack_fold_bn": not args.no_fold,
     })
     seed_everything(0)
     history = train(_model(channels_last=True), data, recipe, device=args.device)
@@ -205,6 +210,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--attack-dtype", choices=("float32", "bfloat16", "both"), default="float32",
                         help="dse's attack passes: float32, bfloat16 autocast, or both (one row each)")
+    parser.add_argument("--attack-bn", default="batch,frozen_batch",
+                        help="comma-separated recipe attack_bn modes to time: batch, frozen_batch, eval")
+    parser.add_argument("--no-fold", action="store_true", help="recipe attack_fold_bn: false (BatchNorm not folded)")
     parser.add_argument("--amp", action="store_true", help="dse trains with CUDA AMP (recipe amp)")
     parser.add_argument("--compile", action="store_true", help="dse trains through torch.compile (recipe compile)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loops")
@@ -215,6 +223,9 @@ def _parse() -> argparse.Namespace:
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}")
     args.methods = methods
+    args.attack_bn = [m.strip() for m in args.attack_bn.split(",") if m.strip()]
+    if not args.attack_bn or set(args.attack_bn) - {"batch", "frozen_batch", "eval"}:
+        parser.error("--attack-bn: a comma-separated list of batch, frozen_batch, eval")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     if args.workers is None:
@@ -239,16 +250,18 @@ def main() -> None:
     flags = [f for f, on in (("amp", args.amp), ("compile", args.compile)) if on]
     print(f"dse = dse.training.train{' (' + ', '.join(flags) + ')' if flags else ''}; plain = DataLoader + "
           f"hand-written loop, {args.workers} workers")
-    header = f"{'method':<10} {'loop':<11} {'s/step':>8} {'img/s':>9} {'GFLOP/s':>9}" + "".join(
+    header = f"{'method':<10} {'loop':<16} {'s/step':>8} {'img/s':>9} {'GFLOP/s':>9}" + "".join(
         f" {'% ' + k:>7}" for k in peaks)
     print(header)
     dtypes = {"float32": ["float32"], "bfloat16": ["bfloat16"], "both": ["float32", "bfloat16"]}[args.attack_dtype]
     for method in args.methods:
         flops = FORWARDS[method] * 2 * macs
         runs: list[tuple[str, Callable[[], float]]] = []
-        for dtype in dtypes if method not in ("natural", "free") else ["float32"]:
-            label = "dse" if dtype == "float32" else "dse-bf16atk"
-            runs.append((label, lambda dtype=dtype: dse_loop(x, y, method, args, dtype)))
+        adversarial = method not in ("natural", "free")
+        for bn in args.attack_bn if adversarial else ["batch"]:
+            for dtype in dtypes if adversarial else ["float32"]:
+                label = "dse" + ("" if bn == "batch" else "-" + bn.replace("_batch", "")) + ("" if dtype == "float32" else "-bf16")
+                runs.append((label, lambda dtype=dtype, bn=bn: dse_loop(x, y, method, args, dtype, bn)))
         if not args.no_plain:
             runs.append(("plain", lambda: plain_loop(x, y, method, args)))
         results = {}
@@ -257,13 +270,14 @@ def main() -> None:
             ips = args.batch_size / seconds
             results[label] = ips
             gflops = ips * flops / 1e9
-            print(f"{method:<10} {label:<11} {seconds:>8.4f} {ips:>9.1f} {gflops:>9.2f}"
+            print(f"{method:<10} {label:<16} {seconds:>8.4f} {ips:>9.1f} {gflops:>9.2f}"
                   + "".join(f" {100 * gflops / p:>6.1f}%" for p in peaks.values()), flush=True)
         for label in results:
             if label != "plain" and "plain" in results:
                 print(f"{method:<10} ratio {label}/plain: {results[label] / results['plain']:.2f}x")
-        if "dse-bf16atk" in results:
-            print(f"{method:<10} ratio dse-bf16atk/dse: {results['dse-bf16atk'] / results['dse']:.2f}x")
+        for label in results:
+            if label not in ("dse", "plain") and "dse" in results:
+                print(f"{method:<10} ratio {label}/dse: {results[label] / results['dse']:.2f}x")
 
 
 if __name__ == "__main__":
