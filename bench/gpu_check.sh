@@ -102,13 +102,13 @@ fi
 # --------------------------------------------------------------------------- 3. throughput
 step "3. bench/train_throughput.py on $DEVICE"
 if [ "$CUDA" = 1 ]; then
-    timeout 120 "$PY" bench/train_throughput.py --device cuda --steps 10 --batch-size 128 --attack-dtype both \
+    timeout 200 "$PY" bench/train_throughput.py --device cuda --steps 10 --batch-size 128 --attack-dtype both \
         || fail "the CUDA throughput bench"
     timeout 60 "$PY" bench/train_throughput.py --device cuda --steps 10 --batch-size 128 --amp --no-plain \
         --methods natural,pgd,trades || fail "the CUDA throughput bench with AMP"
 else
     echo "(CPU, tiny sizes: batch 32, 2 timed batches; CPU figures, not the GPU's)"
-    timeout 150 "$PY" bench/train_throughput.py --device cpu --steps 2 --batch-size 32 --attack-dtype both \
+    timeout 150 "$PY" bench/train_throughput.py --device cpu --steps 2 --batch-size 32 \
         || fail "the CPU throughput bench"
 fi
 

@@ -21,7 +21,7 @@ Usage::
 
     python bench/train_throughput.py [--device cuda] [--steps 3] [--batch-size 128]
         [--methods natural,pgd,trades,fast_at,free] [--attack-dtype float32|bfloat16|both]
-        [--attack-bn batch,frozen_batch] [--no-fold] [--amp] [--compile] [--no-plain] [--workers N]
+        [--attack-bn batch,frozen_batch] [--no-fold] [--profile N] [--amp] [--compile] [--no-plain] [--workers N]
 
 ``--attack-bn`` lists the recipe's ``attack_bn`` modes to time (a ``dse`` row each; default ``batch``
 and ``frozen_batch``, whose frozen statistics let BatchNorm fold into the convolutions unless
@@ -96,7 +96,17 @@ def dse_loop(
         "attack_bn": attack_bn, "attack_fold_bn": not args.no_fold,
     })
     seed_everything(0)
-    history = train(_model(channels_last=True), data, recipe, device=args.device)
+    model = _model(channels_last=True)
+    if args.profile:  # one warm-up epoch, then the per-op table of one profiled epoch
+        train(model, data, recipe.model_copy(update={"epochs": 1}), device=args.device)
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            train(model, data, recipe.model_copy(update={"epochs": 1}), device=args.device)
+        print(f"--- {method} (attack_bn {attack_bn}): ops by self time, one epoch of {len(x) // args.batch_size} steps")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
+    history = train(model, data, recipe, device=args.device)
     steps = len(x) // args.batch_size * (REPLAYS if method == "free" else 1)
     return history[-1]["epoch_seconds"] / steps
 
@@ -215,6 +225,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--no-fold", action="store_true", help="recipe attack_fold_bn: false (BatchNorm not folded)")
     parser.add_argument("--amp", action="store_true", help="dse trains with CUDA AMP (recipe amp)")
     parser.add_argument("--compile", action="store_true", help="dse trains through torch.compile (recipe compile)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="before timing, print the torch profiler's top N ops of each dse row")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loops")
     parser.add_argument("--workers", type=int, default=None, help="plain loop's DataLoader workers (default 4 on CUDA, else 0)")
     args = parser.parse_args()

@@ -163,15 +163,13 @@ def test_pgd_on_the_folded_view_finds_the_same_examples() -> None:
 # --------------------------------------------------------------------------- in training (recipe attack_bn)
 
 
-def test_recipe_defaults_to_frozen_batch_statistics_except_for_fast_at() -> None:
+def test_recipe_attack_bn_modes() -> None:
     from dse.training import Recipe
 
-    assert Recipe.parse({}).attack_bn == "frozen_batch"
-    assert Recipe.parse({"method": "trades"}).attack_bn == "frozen_batch"
-    assert Recipe.parse({"method": "fast_at"}).attack_bn == "batch"  # one step: folding does not pay
-    assert Recipe.parse({"method": "fast_at", "attack_bn": "eval"}).attack_bn == "eval"
-    assert Recipe.parse({"attack_bn": "batch"}).attack_bn == "batch"
-    assert Recipe.parse({}).attack_fold_bn is True
+    assert Recipe.parse({}).attack_bn == "batch"  # the strongest training attack (see dse.training)
+    assert Recipe.parse({"attack_bn": "frozen_batch"}).attack_fold_bn is True
+    with pytest.raises(Exception, match="attack_bn"):
+        Recipe.parse({"attack_bn": "frozen"})
 
 
 @pytest.mark.parametrize("method", ["pgd_at", "trades"])
@@ -199,3 +197,4 @@ def test_folded_and_unfolded_frozen_batch_attacks_give_the_same_loss(method: str
         # the statistics pass and the attack left the running statistics to the training pass alone
         for (name, a), b in zip(model.state_dict().items(), unfolded.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=name)
+

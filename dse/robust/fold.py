@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["FoldedBatchNorm", "fold_batchnorm", "frozen_batch_statistics"]
+__all__ = ["FoldedBatchNorm", "fold_batchnorm", "frozen_batch_statistics", "load_batch_statistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +181,14 @@ def fold_batchnorm(model: nn.Module) -> FoldedBatchNorm | None:
     return FoldedBatchNorm(graph_module, folds, folded_convs=folded_convs)
 
 
-@contextlib.contextmanager
-def frozen_batch_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
-    """Within the block, every BatchNorm's running statistics are those of batch ``x``.
+def load_batch_statistics(model: nn.Module, x: Tensor) -> None:
+    """Overwrites every BatchNorm's running statistics with those of batch ``x``.
 
-    One forward pass (no gradients) in training mode reads each BatchNorm's input mean and
-    (biased) variance on ``x``, the statistics a training pass on ``x`` normalizes with; they
-    replace the running statistics until the block ends, when the running statistics, the batch
-    counters and every module's train/eval flag are restored. Run the model in eval mode inside.
+    One forward pass (no gradients) with the BatchNorm layers in training mode and momentum 1:
+    BatchNorm's own kernel writes the batch's mean and unbiased variance (twice as fast here as a
+    separate ``var_mean`` over a channels_last tensor), and the variance is then made the biased
+    one, which training normalizes with. Momenta and train/eval flags are restored; the running
+    statistics and batch counters are not (see :func:`frozen_batch_statistics`).
     """
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
     counts: dict[int, int] = {}
@@ -197,12 +197,9 @@ def frozen_batch_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
         counts[id(module)] = args[0].numel() // args[0].shape[1]  # values per channel
 
     modes = [(m, m.training) for m in model.modules()]
-    saved = [(bn, bn.running_mean.clone(), bn.running_var.clone(), bn.momentum,
-              None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone()) for bn in bns]
+    momenta = [bn.momentum for bn in bns]
     handles = [bn.register_forward_pre_hook(count) for bn in bns]
     try:
-        # momentum 1: BatchNorm's own kernel writes the batch's mean and unbiased variance into the
-        # running statistics (twice as fast here as a separate var_mean over a channels_last tensor)
         model.eval()
         for bn in bns:
             bn.train()
@@ -211,21 +208,36 @@ def frozen_batch_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
             model(x)
             for bn in bns:
                 n = counts[id(bn)]
-                bn.running_var.mul_((n - 1) / n if n > 1 else 0.0)  # biased: what training normalizes with
-        for handle in handles:
-            handle.remove()
-        handles = []
-        for module, training in modes:
-            module.training = training
-        yield
+                bn.running_var.mul_((n - 1) / n if n > 1 else 0.0)
     finally:
         for handle in handles:
             handle.remove()
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def frozen_batch_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Within the block, every BatchNorm's running statistics are those of batch ``x``.
+
+    They are the statistics a training pass on ``x`` normalizes with (:func:`load_batch_statistics`);
+    when the block ends the running statistics, batch counters and train/eval flags are restored.
+    Run the model in eval mode inside.
+    """
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+    saved = [(bn, bn.running_mean.clone(), bn.running_var.clone(),
+              None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone()) for bn in bns]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        load_batch_statistics(model, x)
+        yield
+    finally:
         with torch.no_grad():
-            for bn, mean, var, momentum, counter in saved:
+            for bn, mean, var, counter in saved:
                 bn.running_mean.copy_(mean)
                 bn.running_var.copy_(var)
-                bn.momentum = momentum
                 if counter is not None:
                     bn.num_batches_tracked.copy_(counter)
         for module, training in modes:
