@@ -166,6 +166,7 @@ def check_masking(
     When ``cache`` holds the robust-accuracy evaluation of at least as many samples, its worst-case
     white-box accuracy on the checked samples joins the black-box comparison.
     """
+    from dse.robust.fold import fold_batchnorm
     from dse.robust.masking import masking_checks
 
     data = settings.samples(data)  # never more samples than the evaluation itself attacks
@@ -175,8 +176,8 @@ def check_masking(
     if logits is not None and len(logits["y"]) >= k:
         robust = (logits["clean"].argmax(1) == logits["y"]) & (logits["adv"].argmax(1) == logits["y"])
         white_box = robust[:k].float().mean().item()
-    return masking_checks(
-        model, data, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
+    return masking_checks(  # on the BatchNorm-folded view, as the evaluation itself (the same function)
+        fold_batchnorm(model) or model, data, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
         batch_size=settings.batch_size, seed=settings.seed,
     )
 
