@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import typing
 from collections.abc import Callable, Iterator
 
 import torch
@@ -236,8 +237,9 @@ def _parse() -> argparse.Namespace:
         parser.error(f"--methods: unknown {', '.join(unknown)}")
     args.methods = methods
     args.attack_bn = [m.strip() for m in args.attack_bn.split(",") if m.strip()]
-    if not args.attack_bn or set(args.attack_bn) - {"batch", "frozen_batch", "eval"}:
-        parser.error("--attack-bn: a comma-separated list of batch, frozen_batch, eval")
+    modes = typing.get_args(Recipe.model_fields["attack_bn"].annotation)  # the recipe's own choices
+    if not args.attack_bn or set(args.attack_bn) - set(modes):
+        parser.error(f"--attack-bn: a comma-separated list of {', '.join(modes)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     if args.workers is None:

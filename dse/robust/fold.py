@@ -92,12 +92,16 @@ class FoldedBatchNorm(nn.Module):
     statistics changed.
     """
 
-    def __init__(self, graph_module: fx.GraphModule, folds: list[_Fold], *, folded_convs: int) -> None:
+    def __init__(self, graph_module: fx.GraphModule, folds: list[_Fold]) -> None:
         super().__init__()
         self.graph_module = graph_module
         self._folds = folds
-        self.folded_convs = folded_convs
         self.refresh()
+
+    @property
+    def folded_convs(self) -> int:
+        """How many convolutions absorbed their BatchNorm (the others are frozen affine maps)."""
+        return sum(fold.conv is not None for fold in self._folds)
 
     @torch.no_grad()
     def refresh(self) -> FoldedBatchNorm:
@@ -140,7 +144,6 @@ def fold_batchnorm(model: nn.Module) -> FoldedBatchNorm | None:
     modules = dict(model.named_modules())
     folds: list[_Fold] = []
     reached: set[int] = set()
-    folded_convs = 0
     for node in list(graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), _BatchNorm):
             continue
@@ -166,7 +169,6 @@ def fold_batchnorm(model: nn.Module) -> FoldedBatchNorm | None:
             node.replace_all_uses_with(source)
             graph.erase_node(node)
             folds.append(_Fold(bn=bn, conv=conv, target=fused))
-            folded_convs += 1
         else:
             scale, shift = _affine(bn)
             affine = _FrozenAffine(scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1))
@@ -178,7 +180,7 @@ def fold_batchnorm(model: nn.Module) -> FoldedBatchNorm | None:
     graph.lint()
     graph_module.recompile()
     graph_module.delete_all_unused_submodules()
-    return FoldedBatchNorm(graph_module, folds, folded_convs=folded_convs)
+    return FoldedBatchNorm(graph_module, folds)
 
 
 def load_batch_statistics(model: nn.Module, x: Tensor) -> None:
