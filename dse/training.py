@@ -23,22 +23,7 @@ Methods (the training attack lives in ``Recipe.attack``, apart from the evaluati
   running statistics updated), so ``attack_bn`` does not apply and ``attack_dtype`` must stay
   float32; ``adv_weight: 0`` trains on clean inputs, other mixes do not apply (as for ``trades``).
 
-Training attacks craft with ``attack_bn: batch`` by default: at every attack step BatchNorm
-normalizes with the attacked batch's statistics,
-as the training forward pass does (Madry et al.'s and Rice et al.'s code craft in train mode),
-while running statistics are left untouched. Crafting in eval mode
-(``attack_bn: eval``, TRADES' reference code) attacks a different function whenever the running
-statistics lag behind the weights: on digits, MobileNet-tiny's late 1x1 feature maps made 20
-epochs of PGD-AT collapse to 0.575 natural accuracy that way, against 0.93 with batch statistics.
-``attack_bn: frozen_batch`` normalizes with the clean batch's statistics, held fixed over the
-attack's steps (:func:`dse.robust.fold.frozen_batch_statistics`): the current weights' statistics,
-as with ``batch``, but BatchNorm is then a frozen affine map, and with ``attack_fold_bn: true``
-(default) it is folded into the convolutions for the attack passes (:mod:`dse.robust.fold`): a
-PGD-10 step of MobileNet-tiny W=0.35 E=6 costs half (``bench/train_throughput.py``). It is not the
-default because it is a weaker training attack: without the gradient through the batch statistics
-(which ``batch`` has), 20 epochs of digits PGD-AT reached 0.838 +- 0.014 robust accuracy (standard
-suite, 3 seeds) against 0.862 +- 0.008 with ``batch``; re-reading the statistics of every attack
-step's own examples (still without that gradient) gave 0.836 +- 0.013 and no speed-up.
+Training attacks craft as the recipe's ``attack_bn`` says (:mod:`dse.recipe`).
 
 For ``pgd_at`` and ``fast_at``, ``adv_weight`` mixes clean and adversarial loss:
 ``mix_mode: loss`` uses ``(1 - w) CE(clean) + w CE(adv)`` on every sample (seed 002 used w = 0.9);
@@ -71,20 +56,18 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from torch import nn
 
 from dse.compress.hooks import TrainingHook
-from dse.compress.warm_start import CLIP_PARAMETERS, QuantRecipe
+from dse.compress.warm_start import CLIP_PARAMETERS
 from dse.data import Dataset, Split, iterate_batches, random_crop_flip
-from dse.errors import SpecError, one_line_error
+from dse.recipe import METHODS, Recipe, default_eval_attack, default_recipe
 from dse.robust.attacks import fgsm, pgd
-from dse.robust.config import AttackConfig
 from dse.robust.fold import FoldedBatchNorm, fold_batchnorm, frozen_batch_statistics
 from dse.robust.free import FreePerturbation
 from dse.robust.trades import trades_adversary
@@ -103,133 +86,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("natural", "pgd_at", "trades", "fast_at", "free")
-
 #: Called after every epoch with that epoch's metrics; the study runner hooks Ray Tune's report here.
 EpochCallback = Callable[[dict[str, float]], None]
 #: ``evaluate(model, val_split, epoch) -> {name: value}``: the per-epoch validation metrics (reported
 #: with a ``val_`` prefix). The model is in train mode when called; the evaluator restores any mode it changes.
 EpochEvaluator = Callable[[nn.Module, Split, int], dict[str, float]]
-
-
-class Recipe(BaseModel):
-    """How a candidate is trained. Every field can come from a recipe file or a CLI flag."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["natural", "pgd_at", "trades", "fast_at", "free"] = "pgd_at"
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0)
-    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10})
-    trades_beta: float = Field(6.0, ge=0)
-    fast_at_alpha: float | None = Field(None, gt=0)
-    grad_clip: float | None = Field(None, gt=0)
-    adv_weight: float = Field(1.0, ge=0, le=1)
-    mix_mode: Literal["loss", "batch"] = "loss"
-    seed: int = 0
-    eval_every: int = Field(1, ge=0)
-    eval_samples: int | None = Field(512, ge=1)
-    attack_bn: Literal["eval", "batch", "frozen_batch"] = "batch"
-    attack_fold_bn: bool = True
-    channels_last: bool = True
-    amp: bool = False
-    free_replays: int = Field(4, ge=1)
-    attack_dtype: Literal["float32", "bfloat16"] = "float32"
-    compile: bool = False
-    quant: QuantRecipe = Field(default_factory=QuantRecipe)
-
-    @field_validator("milestones")
-    @classmethod
-    def _check_milestones(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 < m < 1 for m in value) or list(value) != sorted(value):
-            raise ValueError("milestones are increasing fractions of the epochs in (0, 1)")
-        return value
-
-    @field_validator("attack_dtype")
-    @classmethod
-    def _check_attack_dtype(cls, value: str, info: ValidationInfo) -> str:
-        if value != "float32" and info.data.get("method") == "free":
-            raise ValueError("method free crafts in its training pass, which stays float32 (use pgd_at, trades or fast_at)")
-        return value
-
-    @field_validator("attack")
-    @classmethod
-    def _check_attack(cls, value: dict[str, Any]) -> dict[str, Any]:
-        AttackConfig.from_dict(value)
-        return value
-
-    def train_attack(self) -> AttackConfig:
-        """The training attack (kept apart from the evaluation attack)."""
-        return AttackConfig.from_dict(self.attack)
-
-    @classmethod
-    def parse(cls, data: dict[str, Any], *, where: str = "recipe") -> Recipe:
-        """Validates a mapping, raising a one-line :class:`SpecError` naming the field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise SpecError(one_line_error(err, where=where)) from err
-        except SpecError as err:
-            raise SpecError(f"{where}: attack: {err}") from err
-
-
-#: Per-dataset defaults. digits: a 2-epoch warmup and gradient-norm clipping at 2 keep small-batch
-#: training of MobileNet-tiny on 8x8 inputs stable (TRADES with beta 6 diverged without them);
-#: on the CIFAR-10 subset, 2 TRADES epochs reached 0.180 test accuracy with them and 0.087 without.
-#: 8x8 images, eps 0.1 (about 25/255; digits pixels take 17 levels, so
-#: 8/255 is below one grey level and means nothing there). CIFAR: seed 000's settings.
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {
-        "recipe": {
-            "method": "pgd_at",
-            "epochs": 20,
-            "warmup_epochs": 2,
-            "grad_clip": 2.0,
-            "batch_size": 64,
-            "lr": 0.05,
-            "weight_decay": 5e-4,
-            "attack": {"name": "pgd", "eps": 0.1, "step_size": 0.025, "steps": 7},
-        },
-        "eval": {"name": "pgd", "eps": 0.1, "step_size": 0.025, "steps": 20},
-    },
-    "cifar10": {
-        "recipe": {
-            "method": "trades",
-            "epochs": 100,
-            "warmup_epochs": 1,
-            "grad_clip": 2.0,
-            "batch_size": 128,
-            "lr": 0.1,
-            "weight_decay": 5e-4,
-            "attack": {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10},
-        },
-        "eval": {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 20},
-    },
-}
-_DEFAULTS["cifar100"] = _DEFAULTS["cifar10"]
-
-
-def default_recipe(dataset: str, **overrides: Any) -> Recipe:
-    """The default recipe of a data set, with ``overrides`` applied."""
-    return Recipe.parse({**_DEFAULTS[dataset]["recipe"], **overrides})
-
-
-def default_eval_attack(dataset: str) -> dict[str, Any]:
-    """The data set's default evaluation attack (PGD-20 at the data set's eps), as plain fields.
-
-    ``objectives.EvalSettings(attack=AttackConfig.from_dict(default_eval_attack(name)))`` is the
-    data set's default evaluation.
-    """
-    return dict(_DEFAULTS[dataset]["eval"])
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -290,6 +151,23 @@ def _attack_view(
         yield (folded.refresh() if folded is not None else model), "eval"
 
 
+#: ``run(module, bn, steps, start)``: a multi-step training attack (PGD, TRADES) on ``module`` in
+#: BatchNorm mode ``bn``, ``steps`` steps from ``start`` (``None``: its own start)
+_Run = Callable[[nn.Module, str, int, "torch.Tensor | None"], torch.Tensor]
+
+
+def _multi_step(run: _Run, model: nn.Module, folded: FoldedBatchNorm | None, recipe: Recipe, x: torch.Tensor) -> torch.Tensor:
+    """A multi-step training attack: its first steps on :func:`_attack_view`, its last
+    ``recipe.attack_batch_steps`` on the model with batch statistics, continuing from there."""
+    steps, last = recipe.train_attack().steps, recipe.attack_batch_steps
+    with _attack_precision(recipe, x), _attack_view(model, folded, recipe, x) as (attacker, bn):
+        x_adv = run(attacker, bn, steps - last, None)
+    if last:
+        with _attack_precision(recipe, x):
+            x_adv = run(model, "batch", last, x_adv)
+    return x_adv
+
+
 def _adversarial_loss(
     model: nn.Module,
     x: torch.Tensor,
@@ -312,11 +190,13 @@ def _adversarial_loss(
         logits = model(x_free)
         return F.cross_entropy(logits, y), logits
     if recipe.method == "trades":
-        with _attack_precision(recipe, x), _attack_view(model, folded, recipe, x) as (attacker, bn):
-            x_adv = trades_adversary(
-                attacker, x, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm=attack.norm,
-                generator=generator, bn=bn,
-            )
+        x_adv = _multi_step(
+            lambda net, bn, steps, start: trades_adversary(
+                net, x, eps=attack.eps, step_size=attack.step_size, steps=steps, norm=attack.norm,
+                generator=generator, bn=bn, start=start,
+            ),
+            model, folded, recipe, x,
+        )
         logits = model(x)
         logits_adv = model(x_adv)
         # log_target=True: differentiating p * log(p) through a softmax target gives log(0) = -inf
@@ -327,27 +207,21 @@ def _adversarial_loss(
         return F.cross_entropy(logits, y) + recipe.trades_beta * kl, logits_adv
 
     def craft(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        with _attack_precision(recipe, xs), _attack_view(model, folded, recipe, xs) as (attacker, bn):
-            if recipe.method == "fast_at":
+        if recipe.method == "fast_at":
+            with _attack_precision(recipe, xs), _attack_view(model, folded, recipe, xs) as (attacker, bn):
                 alpha = recipe.fast_at_alpha or 1.25 * attack.eps
                 return fgsm(
                     attacker, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha,
                     generator=generator, bn=bn,
                 )
-            return pgd(
-                attacker,
-                xs,
-                ys,
-                eps=attack.eps,
-                step_size=attack.step_size,
-                steps=attack.steps,
-                norm=attack.norm,
-                loss=attack.loss,
-                restarts=1,
-                random_start=attack.random_start,
-                generator=generator,
-                bn=bn,
-            )
+        return _multi_step(
+            lambda net, bn, steps, start: pgd(
+                net, xs, ys, eps=attack.eps, step_size=attack.step_size, steps=steps, norm=attack.norm,
+                loss=attack.loss, restarts=1, random_start=attack.random_start, generator=generator, bn=bn,
+                start=start,
+            ),
+            model, folded, recipe, xs,
+        )
 
     w = recipe.adv_weight
     if recipe.mix_mode == "batch":

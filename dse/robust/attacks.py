@@ -44,6 +44,7 @@ from dse.robust.kernel import (
     check_choice,
     check_int,
     check_nonneg,
+    check_start,
     check_threat,
     input_grad,
     loss_objective,
@@ -162,6 +163,7 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     bn: str = "eval",
+    start: Tensor | None = None,
 ) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) with random restarts.
 
@@ -186,12 +188,16 @@ def pgd(
         random_start: Start each restart at a uniformly random point of the ball.
         generator: Source of randomness for the random starts.
         bn: ``"eval"`` (running statistics) or ``"batch"`` (the batch's statistics, running ones untouched).
+        start: Continue from these inputs (projected onto the ball and box) instead of ``x`` or a
+            random point: one run, ``random_start`` unused (training runs an attack's first steps
+            in one BatchNorm mode and its last ones in another this way).
 
     Returns:
         Detached adversarial inputs inside the ``eps``-ball and ``[0, 1]``.
 
     Raises:
-        SpecError: On an invalid eps, step_size, steps, norm, loss or restarts.
+        SpecError: On an invalid eps, step_size, steps, norm, loss, restarts or start, or a
+            ``start`` with ``restarts > 1``.
     """
     eps, norm = check_threat(eps, norm)
     step_size = check_nonneg("step_size", step_size)
@@ -201,8 +207,14 @@ def pgd(
     check_bool("random_start", random_start)
     x, y = prepare(x, y)
     assert y is not None
+    x_start = check_start(start, x, eps, norm)
+    if x_start is not None and restarts > 1:
+        raise SpecError("restarts: an attack continued from a start point runs once (restarts 1)")
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
+    if x_start is not None:
+        with attack_mode(model, bn):
+            return ascend(model, x, x_start, loss_objective(y, loss), eps=eps, step_size=step_size, steps=steps, norm=norm)
     kwargs: dict[str, Any] = {
         "eps": eps,
         "step_size": step_size,

@@ -379,6 +379,20 @@ def input_grad(model: nn.Module, x_adv: Tensor, objective: Callable[[Tensor], Te
     return grad_and_logits(model, x_adv, objective)[0]
 
 
+def check_start(start: Tensor | None, x: Tensor, eps: float, norm: str) -> Tensor | None:
+    """An attack's given starting point, detached and projected onto ``x``'s ball and the box.
+
+    Raises:
+        SpecError: When ``start`` is not a tensor of ``x``'s shape.
+    """
+    if start is None:
+        return None
+    if not isinstance(start, Tensor) or start.shape != x.shape:
+        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
+        raise SpecError(f"start: expected a tensor of the inputs' shape {tuple(x.shape)}, got {shape}")
+    return project(start.detach().to(device=x.device, dtype=x.dtype), x, eps, norm)
+
+
 def ascend(
     model: nn.Module,
     x: Tensor,

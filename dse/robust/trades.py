@@ -16,6 +16,7 @@ from dse.robust.kernel import (
     attack_mode,
     check_int,
     check_nonneg,
+    check_start,
     check_threat,
     model_logits,
     noise,
@@ -36,6 +37,7 @@ def trades_adversary(
     norm: str = "linf",
     generator: torch.Generator | None = None,
     bn: str = "eval",
+    start: Tensor | None = None,
 ) -> Tensor:
     """TRADES inner maximization (Zhang et al. 2019).
 
@@ -55,17 +57,19 @@ def trades_adversary(
         norm: ``"linf"`` or ``"l2"``.
         generator: Source of randomness for the initial noise.
         bn: ``"eval"`` (running statistics) or ``"batch"`` (the batch's statistics, running ones untouched).
+        start: Continue from these inputs (projected onto the ball and box) instead of the noisy start.
 
     Returns:
         Detached adversarial inputs inside the ``eps``-ball and ``[0, 1]``.
 
     Raises:
-        SpecError: On an invalid eps, step_size, steps or norm.
+        SpecError: On an invalid eps, step_size, steps, norm or start.
     """
     eps, norm = check_threat(eps, norm)
     step_size = check_nonneg("step_size", step_size)
     steps = check_int("steps", steps, 1)
     x, _ = prepare(x, None)
+    x_start = check_start(start, x, eps, norm)
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
     with attack_mode(model, bn):
@@ -75,5 +79,5 @@ def trades_adversary(
         def objective(logits: Tensor) -> Tensor:
             return F.kl_div(F.log_softmax(logits, dim=1), p_natural, reduction="sum")
 
-        x_adv = project(x + 0.001 * noise("randn", x, generator), x, eps, norm)
+        x_adv = x_start if x_start is not None else project(x + 0.001 * noise("randn", x, generator), x, eps, norm)
         return ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps, norm=norm)

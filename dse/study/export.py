@@ -57,7 +57,10 @@ def _missing(value: Any) -> bool:
 
 #: Recipe fields of the study that a full-training recipe keeps (how to train adversarially);
 #: epochs, schedule and batch size come from the data set's full recipe.
-_KEPT_FOR_FULL = ("method", "attack", "adv_weight", "mix_mode", "beta", "channels_last")
+_KEPT_FOR_FULL = (
+    "method", "attack", "adv_weight", "mix_mode", "trades_beta", "fast_at_alpha", "free_replays", "attack_bn",
+    "attack_batch_steps", "channels_last",
+)
 
 
 def resolved_recipe(config: StudyConfig, *, full: bool = False) -> dict[str, Any]:
