@@ -21,11 +21,13 @@ Usage::
 
     python bench/train_throughput.py [--device cuda] [--steps 3] [--batch-size 128]
         [--methods natural,pgd,trades,fast_at,free] [--attack-dtype float32|bfloat16|both]
-        [--attack-bn batch,frozen_batch] [--no-fold] [--profile N] [--amp] [--compile] [--no-plain] [--workers N]
+        [--attack-bn default,batch,frozen_batch,frozen_batch:3] [--no-fold] [--profile N] [--amp] [--compile]
+        [--no-plain] [--workers N]
 
-``--attack-bn`` lists the recipe's ``attack_bn`` modes to time (a ``dse`` row each; default ``batch``
-and ``frozen_batch``, whose frozen statistics let BatchNorm fold into the convolutions unless
-``--no-fold``); ``--attack-dtype both`` adds a dse row per adversarial method whose attack passes run under bfloat16
+``--attack-bn`` lists the recipe's ``attack_bn`` modes to time, a ``dse`` row each: ``default`` (row
+``dse``: the method's own default, what a recipe that does not say gets), ``batch``, ``frozen_batch``
+(frozen statistics let BatchNorm fold into the convolutions unless ``--no-fold``), ``eval``;
+``MODE:N`` also sets ``attack_batch_steps: N`` (the attack's last N steps with batch statistics); ``--attack-dtype both`` adds a dse row per adversarial method whose attack passes run under bfloat16
 autocast (recipe ``attack_dtype``); ``--amp`` trains dse with CUDA AMP; ``--compile`` with
 ``torch.compile``.
 """
@@ -85,16 +87,20 @@ def _model(channels_last: bool) -> torch.nn.Module:
 
 
 def dse_loop(
-    x: torch.Tensor, y: torch.Tensor, method: str, args: argparse.Namespace, attack_dtype: str, attack_bn: str = "batch"
+    x: torch.Tensor, y: torch.Tensor, method: str, args: argparse.Namespace, attack_dtype: str,
+    attack_bn: tuple[str | None, int] = (None, 0),
 ) -> float:
-    """Seconds per optimizer step of :func:`dse.training.train`: epoch 2 of 2 (epoch 1 warms up)."""
+    """Seconds per optimizer step of :func:`dse.training.train`: epoch 2 of 2 (epoch 1 warms up).
+    ``attack_bn``: the recipe's ``attack_bn`` (``None``: the method's default) and ``attack_batch_steps``."""
     data = DseDataset(spec=dataset_spec("cifar10"), train=Split(x=x, y=y), val=None, test=Split(x=x[:1], y=y[:1]))
+    mode, batch_steps = attack_bn
     recipe = Recipe.parse({
         "method": RECIPE_METHOD[method], "epochs": 2, "batch_size": args.batch_size, "lr": 0.05,
         "attack": {"name": "pgd", "eps": EPS, "step_size": STEP, "steps": STEPS}, "trades_beta": BETA,
         "free_replays": REPLAYS, "eval_every": 0, "amp": args.amp, "compile": args.compile,
         "attack_dtype": attack_dtype if method not in ("natural", "free") else "float32",
-        "attack_bn": attack_bn, "attack_fold_bn": not args.no_fold,
+        "attack_fold_bn": not args.no_fold,
+        **({} if mode is None else {"attack_bn": mode, "attack_batch_steps": batch_steps}),
     })
     seed_everything(0)
     model = _model(channels_last=True)
@@ -105,7 +111,8 @@ def dse_loop(
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
         with profile(activities=activities) as prof:
             train(model, data, recipe.model_copy(update={"epochs": 1}), device=args.device)
-        print(f"--- {method} (attack_bn {attack_bn}): ops by self time, one epoch of {len(x) // args.batch_size} steps")
+        print(f"--- {method} (attack_bn {recipe.attack_bn}, attack_batch_steps {recipe.attack_batch_steps}): ops by "
+              f"self time, one epoch of {len(x) // args.batch_size} steps")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     history = train(model, data, recipe, device=args.device)
     steps = len(x) // args.batch_size * (REPLAYS if method == "free" else 1)
@@ -221,8 +228,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--attack-dtype", choices=("float32", "bfloat16", "both"), default="float32",
                         help="dse's attack passes: float32, bfloat16 autocast, or both (one row each)")
-    parser.add_argument("--attack-bn", default="batch,frozen_batch",
-                        help="comma-separated recipe attack_bn modes to time: batch, frozen_batch, eval")
+    parser.add_argument("--attack-bn", default="default,batch,frozen_batch",
+                        help="comma-separated recipe attack_bn modes to time: default (the method's own), batch, "
+                             "frozen_batch, eval; MODE:N adds attack_batch_steps N (e.g. frozen_batch:3)")
     parser.add_argument("--no-fold", action="store_true", help="recipe attack_fold_bn: false (BatchNorm not folded)")
     parser.add_argument("--amp", action="store_true", help="dse trains with CUDA AMP (recipe amp)")
     parser.add_argument("--compile", action="store_true", help="dse trains through torch.compile (recipe compile)")
@@ -236,10 +244,16 @@ def _parse() -> argparse.Namespace:
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}")
     args.methods = methods
-    args.attack_bn = [m.strip() for m in args.attack_bn.split(",") if m.strip()]
     modes = typing.get_args(Recipe.model_fields["attack_bn"].annotation)  # the recipe's own choices
-    if not args.attack_bn or set(args.attack_bn) - set(modes):
-        parser.error(f"--attack-bn: a comma-separated list of {', '.join(modes)}")
+    items = [m.strip() for m in args.attack_bn.split(",") if m.strip()]
+    args.attack_bn = []
+    for item in items:
+        mode, _, steps = item.partition(":")
+        if (mode != "default" and mode not in modes) or (steps and (not steps.isdigit() or mode == "default")):
+            parser.error(f"--attack-bn: {item!r}: expected default or one of {', '.join(modes)}, optionally MODE:N")
+        args.attack_bn.append((None if mode == "default" else mode, int(steps or 0)))
+    if not args.attack_bn:
+        parser.error("--attack-bn: empty")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     if args.workers is None:
@@ -272,10 +286,16 @@ def main() -> None:
         flops = FORWARDS[method] * 2 * macs
         runs: list[tuple[str, Callable[[], float]]] = []
         adversarial = method not in ("natural", "free")
-        for bn in args.attack_bn if adversarial else ["batch"]:
+        default = Recipe.parse({"method": RECIPE_METHOD[method]})
+        for bn in args.attack_bn if adversarial else [(None, 0)]:
             for dtype in dtypes if adversarial else ["float32"]:
-                label = "dse" + ("" if bn == "batch" else "-" + bn.replace("_batch", "")) + ("" if dtype == "float32" else "-bf16")
+                mode, k = bn
+                label = ("dse" if mode is None else "dse-" + mode.replace("_batch", "")) + (f"+{k}b" if k else "")
+                label += "" if dtype == "float32" else "-bf16"
                 runs.append((label, lambda dtype=dtype, bn=bn: dse_loop(x, y, method, args, dtype, bn)))
+        if adversarial:
+            print(f"{method:<10} (dse = the recipe's default for {default.method}: attack_bn {default.attack_bn}"
+                  + (f", attack_batch_steps {default.attack_batch_steps}" if default.attack_batch_steps else "") + ")")
         if not args.no_plain:
             runs.append(("plain", lambda: plain_loop(x, y, method, args)))
         results = {}

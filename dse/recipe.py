@@ -1,28 +1,29 @@
 """What a candidate's training is: the :class:`Recipe` (every field a recipe file or CLI flag can
 set) and each data set's defaults. :mod:`dse.training` carries a recipe out.
 
-Training attacks craft with ``attack_bn: batch`` by default: at every attack step BatchNorm
-normalizes with the attacked batch's statistics,
-as the training forward pass does (Madry et al.'s and Rice et al.'s code craft in train mode),
-while running statistics are left untouched. Crafting in eval mode
-(``attack_bn: eval``, TRADES' reference code) attacks a different function whenever the running
-statistics lag behind the weights: on digits, MobileNet-tiny's late 1x1 feature maps made 20
-epochs of PGD-AT collapse to 0.575 natural accuracy that way, against 0.93 with batch statistics.
-``attack_bn: frozen_batch`` normalizes with the clean batch's statistics, held fixed over the
-attack's steps (:func:`dse.robust.fold.frozen_batch_statistics`): the current weights' statistics,
-as with ``batch``, but BatchNorm is then a frozen affine map, and with ``attack_fold_bn: true``
-(default) it is folded into the convolutions for the attack passes (:mod:`dse.robust.fold`): a
-PGD-10 step of MobileNet-tiny W=0.35 E=6 costs half (``bench/train_throughput.py``). It is not the
-default because it is a weaker training attack: without the gradient through the batch statistics
-(which ``batch`` has), 20 epochs of digits PGD-AT reached 0.838 +- 0.014 robust accuracy (standard
-suite, 3 seeds) against 0.862 +- 0.008 with ``batch``; re-reading the statistics of every attack
-step's own examples (still without that gradient) gave 0.836 +- 0.013 and no speed-up.
-For TRADES the opposite held, so ``frozen_batch`` is TRADES' default (:data:`METHOD_DEFAULTS`).
+How a training attack treats BatchNorm (``attack_bn``):
+
+* ``batch``: at every attack step BatchNorm normalizes with the attacked batch's statistics, as
+  the training forward pass does (Madry et al.'s and Rice et al.'s code craft in train mode), the
+  gradient flowing through them; running statistics are left untouched.
+* ``frozen_batch``: the clean batch's statistics, held fixed over the attack's steps
+  (:func:`dse.robust.fold.frozen_batch_statistics`): the current weights' statistics, as with
+  ``batch``, but BatchNorm is then a frozen affine map, and with ``attack_fold_bn: true``
+  (default) it is folded into the convolutions for the attack passes (:mod:`dse.robust.fold`): an
+  attack step of MobileNet-tiny W=0.35 E=6 costs less than half.
+* ``eval``: the running statistics (TRADES' reference code). It attacks a different function
+  whenever the running statistics lag behind the weights: on digits, MobileNet-tiny's late 1x1
+  feature maps made 20 epochs of PGD-AT collapse to 0.575 natural accuracy that way, against 0.93
+  with batch statistics.
 
 ``attack_batch_steps: N`` (with ``frozen_batch`` or ``eval``) runs the last ``N`` steps of a PGD or
-TRADES training attack with batch statistics, continuing from where the frozen, folded steps
-ended: the gradient through the statistics where the examples are finished, at the cost of ``N``
-slower steps.
+TRADES training attack in ``batch`` mode, continuing from where the frozen, folded steps ended.
+For PGD-AT, all-``frozen_batch`` is a weaker training attack than all-``batch`` (digits, 3 seeds:
+0.838 +- 0.014 robust against 0.862 +- 0.008; re-reading each step's statistics without their
+gradient gave 0.836 +- 0.013 and no speed-up), so the gradient through the statistics matters;
+finishing with 3 ``batch`` steps recovers it (0.858 +- 0.007) at 2.2x the plain loop's step speed.
+For TRADES, all-``frozen_batch`` was the stronger recipe. The defaults per method are
+:data:`METHOD_DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -39,11 +40,20 @@ __all__ = ["METHODS", "METHOD_DEFAULTS", "Recipe", "default_eval_attack", "defau
 
 METHODS = ("natural", "pgd_at", "trades", "fast_at", "free")
 
-#: Recipe fields whose default depends on the method (a recipe that sets them keeps its values).
-#: TRADES crafts with ``frozen_batch``: on digits (20 epochs, standard suite on 360 test images,
-#: 3 seeds) it reached 0.850 +- 0.006 robust accuracy against 0.827 +- 0.016 with ``batch``, at
-#: 1.8x the step speed; TRADES' reference code crafts with fixed statistics too (eval mode).
+#: How the training attack treats BatchNorm when a recipe does not set ``attack_bn`` (a recipe that
+#: sets it gets ``attack_batch_steps: 0`` unless it sets that too). Measured on digits (MobileNet-tiny
+#: W=0.35 E=6, 20 epochs, standard suite on 360 test images, 3 seeds, no masking flag) and by
+#: ``bench/train_throughput.py`` (PGD-10 / TRADES-10 steps, batch 128, against a plain loop):
+#:
+#: * ``pgd_at``: ``frozen_batch`` with the last 3 steps in ``batch`` mode: 0.858 +- 0.007 robust
+#:   against 0.862 +- 0.008 all-``batch`` and 0.838 +- 0.014 all-``frozen_batch``; 2.2x the plain
+#:   loop's step against 1.4x. ``attack_batch_steps`` is capped at the attack's steps - 1.
+#: * ``trades``: ``frozen_batch``: 0.850 +- 0.006 against 0.827 +- 0.015 with ``batch``; 1.7x the
+#:   plain loop (TRADES' reference code crafts with fixed statistics too: eval mode) against 1.0x.
+#: * ``fast_at`` (one step: folding does not pay for the statistics pass), ``natural``, ``free``
+#:   (no separate attack pass): ``batch``.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pgd_at": {"attack_bn": "frozen_batch", "attack_batch_steps": 3},
     "trades": {"attack_bn": "frozen_batch"},
 }
 
@@ -74,7 +84,7 @@ class Recipe(BaseModel):
     seed: int = 0
     eval_every: int = Field(1, ge=0)
     eval_samples: int | None = Field(512, ge=1)
-    attack_bn: Literal["eval", "batch", "frozen_batch"] = "batch"  # unless the method's default says (below)
+    attack_bn: Literal["eval", "batch", "frozen_batch"] = "batch"  # unless METHOD_DEFAULTS says otherwise
     attack_fold_bn: bool = True
     attack_batch_steps: int = Field(0, ge=0)
     channels_last: bool = True
@@ -89,9 +99,15 @@ class Recipe(BaseModel):
     def _method_defaults(cls, data: Any) -> Any:
         """Fills the fields a recipe leaves out whose default depends on its method
         (:data:`METHOD_DEFAULTS`)."""
-        if isinstance(data, dict):
+        if isinstance(data, dict) and "attack_bn" not in data:
             method = data.get("method", cls.model_fields["method"].default)
-            data = {**METHOD_DEFAULTS.get(method, {}), **data}
+            defaults = dict(METHOD_DEFAULTS.get(method, {}))
+            if defaults.get("attack_batch_steps") and "attack_batch_steps" not in data:
+                attack = data.get("attack", cls.model_fields["attack"].default_factory())  # type: ignore[misc]
+                steps = attack.get("steps", AttackConfig.steps) if isinstance(attack, dict) else None
+                if isinstance(steps, int) and not isinstance(steps, bool):
+                    defaults["attack_batch_steps"] = max(0, min(defaults["attack_batch_steps"], steps - 1))
+            data = {**defaults, **data}
         return data
 
     @field_validator("milestones")

@@ -27,6 +27,9 @@ class QuantizationOptions(BaseModel):
     weight_bases: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     act_bases: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     first_last_bits: Literal[8, 32] = 8
+    #: one weight scale per output channel for fixed and multi-bit candidates (a fixed choice of the
+    #: study, not searched; BOPS are unchanged, size counts the extra scales)
+    per_channel: bool = False
     base: dict[str, Any] = Field(default_factory=lambda: {"arch": "resnet20"})
 
     def model_post_init(self, _: Any) -> None:
@@ -59,6 +62,8 @@ def suggest_quantization(trial: optuna.Trial, opts: QuantizationOptions) -> dict
         keys["act_bases"] = trial.suggest_categorical("act_bases", list(opts.act_bases))
     if mode != "none" and opts.first_last_bits != 8:
         keys["first_last_bits"] = opts.first_last_bits
+    if mode in ("fixed", "mbn") and opts.per_channel:
+        keys["per_channel"] = True
     return keys
 
 

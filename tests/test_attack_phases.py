@@ -73,7 +73,7 @@ def test_bad_start_points_are_named(kwargs: dict, match: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
-        ({"attack_batch_steps": 3}, "attack_batch_steps: with attack_bn batch"),
+        ({"attack_bn": "batch", "attack_batch_steps": 3}, "attack_batch_steps: with attack_bn batch"),
         ({"attack_bn": "frozen_batch", "attack_batch_steps": 10}, "must be below the training attack's steps"),
         ({"method": "fast_at", "attack_bn": "frozen_batch", "attack_batch_steps": 1}, "pgd_at and trades"),
         ({"attack_bn": "frozen_batch", "attack_batch_steps": -1}, "attack_batch_steps"),
@@ -128,13 +128,22 @@ def test_the_last_steps_run_with_batch_statistics_from_the_first_steps_end(metho
         torch.testing.assert_close(after[key], value, msg=key)
 
 
-def test_trades_crafts_with_frozen_batch_statistics_unless_told() -> None:
+def test_method_defaults_of_attack_bn() -> None:
     from dse.recipe import METHOD_DEFAULTS, Recipe, default_recipe
 
     assert Recipe.parse({"method": "trades"}).attack_bn == "frozen_batch"
     assert default_recipe("cifar10").attack_bn == "frozen_batch"  # CIFAR's default method is TRADES
     assert Recipe.parse({"method": "trades", "attack_bn": "batch"}).attack_bn == "batch"
-    assert Recipe.parse({"method": "pgd_at"}).attack_bn == Recipe.model_fields["attack_bn"].default
+    pgd_at = Recipe.parse({"method": "pgd_at"})
+    assert (pgd_at.attack_bn, pgd_at.attack_batch_steps) == ("frozen_batch", 3)
+    assert default_recipe("digits").attack_batch_steps == 3  # PGD-7: 4 frozen steps, then 3 batch
+    # the default never exceeds a short attack's steps; a recipe that names attack_bn gets no package
+    short = {"name": "pgd", "eps": 0.1, "step_size": 0.05}
+    assert Recipe.parse({"attack": {**short, "steps": 2}}).attack_batch_steps == 1
+    assert Recipe.parse({"attack": {**short, "steps": 1}}).attack_batch_steps == 0
+    assert Recipe.parse({"attack_bn": "frozen_batch"}).attack_batch_steps == 0
+    assert Recipe.parse({"attack_bn": "batch"}).attack_batch_steps == 0
+    assert Recipe.parse({"method": "fast_at"}).attack_bn == "batch"
     # a dumped recipe parses back to itself (what a trial records is what reruns it)
     for method in ("natural", "pgd_at", "trades", "fast_at", "free"):
         recipe = Recipe.parse({"method": method})

@@ -166,7 +166,7 @@ def test_pgd_on_the_folded_view_finds_the_same_examples() -> None:
 def test_recipe_attack_bn_modes() -> None:
     from dse.training import Recipe
 
-    assert Recipe.parse({}).attack_bn == "batch"  # the strongest training attack (see dse.training)
+    assert Recipe.parse({"method": "fast_at"}).attack_bn == "batch"  # see dse.recipe.METHOD_DEFAULTS
     assert Recipe.parse({"attack_bn": "frozen_batch"}).attack_fold_bn is True
     with pytest.raises(Exception, match="attack_bn"):
         Recipe.parse({"attack_bn": "frozen"})

@@ -123,3 +123,19 @@ def test_listed_space_with_the_grid_sampler_proposes_every_entry_once():
         check_options("listed", {"candidates": [options["candidates"][0], {"arch": "mobilenet_tiny", "width_mult": 7}]})
     with pytest.raises(SpecError, match="listed"):
         build_sampler("grid", seed=0, options={})
+
+
+@pytest.mark.parametrize("space", ["quantization", "joint"])
+def test_per_channel_option_marks_fixed_and_multi_bit_candidates_only(space):
+    quant = {"modes": ["none", "fixed", "mbn"], "per_channel": True}
+    options = {"quantization": quant} if space == "joint" else quant
+    seen = {}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        candidate = suggest(space, study.ask(), options)
+        seen[candidate.get("quant", "none")] = candidate.get("per_channel", False)
+    assert seen == {"none": False, "fixed": True, "mbn": True}
+    plain = suggest(space, optuna.trial.FixedTrial({"quant": "fixed", "weight_bits": 2, "act_bits": 2,
+                                                    "width_mult": 0.35, "expand_ratio": 2, "prune_scheme": "none"}),
+                    {"quantization": {"modes": ["fixed"]}} if space == "joint" else {"modes": ["fixed"]})
+    assert plain["quant"] == "fixed" and plain.get("per_channel", False) is False
