@@ -218,3 +218,22 @@ def test_cli_eval_curves_and_transfer(tmp_path, capsys, trained_digits_model, di
     assert json.loads((tmp_path / "transfer.json").read_text())["acc"] == result["acc"]
     assert main(["transfer", str(a)]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_pgd_far_above_the_best_known_attack_is_flagged(trained_digits_model, digits):
+    """PGD scoring well above a stronger attack's accuracy on the same samples: PGD's loss is starved."""
+    tiny = AttackConfig(name="pgd", eps=1e-3, step_size=2.5e-4, steps=5)  # PGD ~ natural accuracy here
+    settings = CheckSettings(samples=60, eps_multiples=(1.0,), square_queries=0, strong_steps=5, strong_restarts=1)
+    data = Split(x=digits.test.x[:60], y=digits.test.y[:60])
+    without = masking_checks(trained_digits_model, data, attack=tiny, settings=settings)
+    assert "pgd_far_above_best_attack" not in without["checks"]  # nothing to compare with
+    pgd_acc = without["checks"]["more_iterations_raise_accuracy"]["weak"]
+    assert pgd_acc > 0.5
+    low = masking_checks(trained_digits_model, data, attack=tiny, settings=settings, white_box_acc=pgd_acc - 0.2)
+    assert "pgd_far_above_best_attack" in low["masking_flags"]
+    assert low["checks"]["pgd_far_above_best_attack"]["best_attack"] == pytest.approx(pgd_acc - 0.2)
+    close = masking_checks(trained_digits_model, data, attack=tiny, settings=settings, white_box_acc=pgd_acc - 0.02)
+    assert "pgd_far_above_best_attack" not in close["masking_flags"]
+    assert close["checks"]["pgd_far_above_best_attack"]["passed"]
+    with pytest.raises(SpecError, match="checks.attack_gap_max"):
+        CheckSettings.from_dict({"attack_gap_max": 1.5})
