@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dse.errors", "dse.io", "dse.version"),
     ("dse.data", "dse.compress"),
     ("dse.models",),
-    ("dse.profile", "dse.robust", "dse.training", "dse.checkpoint", "dse.onnx_io"),
+    ("dse.profile", "dse.robust", "dse.recipe", "dse.training", "dse.checkpoint", "dse.onnx_io"),
     ("objectives",),
     ("search_spaces", "dse.candidate", "dse.epoch_eval", "dse.pipeline", "dse.deploy"),
     ("dse.study",),

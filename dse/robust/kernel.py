@@ -1,5 +1,8 @@
 """The attack kernel: the pieces every attack, curve and check in :mod:`dse.robust` is built from.
 
+(A little over 400 lines long on purpose: each shared piece lives here once, rather than a copy
+per attack module.)
+
 Conventions (torchattacks / AutoAttack):
 
 * inputs live in ``[0, 1]``; the model takes ``[0, 1]`` inputs and returns logits ``(N, C)``;
