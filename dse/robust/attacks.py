@@ -83,8 +83,12 @@ def _pgd_once(
     loss: str,
     random_start: bool,
     generator: torch.Generator | None,
+    start: Tensor | None = None,
 ) -> Tensor:
-    x_adv = random_init(x, eps, norm, generator) if random_start else x.clone()
+    if start is not None:
+        x_adv = start
+    else:
+        x_adv = random_init(x, eps, norm, generator) if random_start else x.clone()
     return ascend(model, x, x_adv, loss_objective(y, loss), eps=eps, step_size=step_size, steps=steps, norm=norm)
 
 
@@ -212,9 +216,6 @@ def pgd(
         raise SpecError("restarts: an attack continued from a start point runs once (restarts 1)")
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
-    if x_start is not None:
-        with attack_mode(model, bn):
-            return ascend(model, x, x_start, loss_objective(y, loss), eps=eps, step_size=step_size, steps=steps, norm=norm)
     kwargs: dict[str, Any] = {
         "eps": eps,
         "step_size": step_size,
@@ -226,7 +227,7 @@ def pgd(
     }
     with attack_mode(model, bn):
         if restarts == 1 or not random_start:
-            return _pgd_once(model, x, y, **kwargs)
+            return _pgd_once(model, x, y, start=x_start, **kwargs)
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
