@@ -66,6 +66,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-attack", choices=("pgd", "fgsm", "bim"),
+                   help="evaluation attack (default pgd; fgsm is plain FGSM, without a random start)")
     p.add_argument("--eval-eps", type=positive_float, help="evaluation attack eps (default: 8/255 for CIFAR, 0.1 for digits)")
     p.add_argument("--eval-steps", type=positive_int, help="evaluation attack steps (default 20)")
     p.add_argument("--eval-step-size", type=positive_float, help="evaluation attack step size")
@@ -211,6 +213,10 @@ def _eval_overrides(args: argparse.Namespace) -> EvalOverrides:
     }
     if args.eval_eps is not None and args.eval_step_size is None:
         attack["step_size"] = args.eval_eps / 4
+    if getattr(args, "eval_attack", None) is not None:
+        attack["name"] = args.eval_attack
+        if args.eval_attack == "fgsm":
+            attack["random_start"] = False  # FGSM as the papers use it, not FGSM-RS
     return EvalOverrides(attack=attack, max_samples=args.eval_samples, suite=getattr(args, "suite", None),
                          cascade=getattr(args, "cascade", False))
 

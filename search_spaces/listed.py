@@ -1,6 +1,7 @@
 """Listed: the candidates written out in the study file, one per trial (with ``sampler: grid``,
-each exactly once). For campaigns that compare hand-picked configurations (a precision table, a
-paper's rows) as resumable studies.
+each exactly once; with ``options: {ordered: true}`` in the file's order, else in a seeded shuffle).
+For campaigns that compare hand-picked configurations (a precision table, a paper's rows) as
+resumable studies.
 
 Example study section::
 
@@ -10,7 +11,7 @@ Example study section::
         candidates:
           - {arch: mobilenet_tiny, width_mult: 0.35, expand_ratio: 6}
           - {arch: mobilenet_tiny, width_mult: 0.35, expand_ratio: 6, quant: fixed, weight_bits: 2, act_bits: 2}
-    sampler: {name: grid}
+    sampler: {name: grid, options: {ordered: true}}
 """
 
 from __future__ import annotations

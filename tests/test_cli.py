@@ -206,3 +206,24 @@ def test_console_script_exit_code_and_json_last_line(tmp_path):
     bad = subprocess.run([exe, "profile", "--set", "arch=mobilenet_tiny", "--set", "width_mult=9"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "width_mult" in bad.stderr
+
+
+@pytest.mark.parametrize(("attack", "described"), [("fgsm", "FGSM linf eps=0.1 steps=1"), ("bim", "BIM-3 linf"), ("pgd", "PGD-3 linf")])
+def test_transfer_eval_attack_flag(capsys, tmp_path, attack, described):
+    """``--eval-attack`` picks the attack behind the transfer matrix; ``fgsm`` is plain FGSM (seed 003's)."""
+    from dse.data import dataset_spec
+    from dse.models import build_model
+
+    spec = dataset_spec("digits")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        candidate = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 2}
+        model = build_model(candidate, in_channels=spec.in_channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std)
+        path = tmp_path / f"m{seed}.pt"
+        torch.save({"format": 1, "state_dict": model.state_dict(), "candidate": candidate, "data": {"dataset": "digits"}}, path)
+        paths.append(str(path))
+    code, result, err = run(capsys, "transfer", *paths, "--eval-attack", attack, "--eval-steps", "3",
+                            "--eval-samples", "20", "-o", str(tmp_path / "t.json"), "--json")
+    assert code == 0, err
+    assert described in json.dumps(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,20 @@ DEFAULT_SAMPLER = "surrogate"
 
 class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's ``GridSampler`` without its ``study.stop()`` once the grid is covered: dse asks and
-    tells outside ``study.optimize`` (where ``stop`` raises), and the study's budget ends it."""
+    tells outside ``study.optimize`` (where ``stop`` raises), and the study's budget ends it.
+
+    ``ordered: true`` (option) visits the grid in its listed order (trial k trains entry k of a
+    ``listed`` space), so a campaign's first rows land first; Optuna shuffles the grid with the seed.
+    """
+
+    def __init__(self, search_space: Mapping[str, list[Any]], *, seed: int | None = None, ordered: bool = False) -> None:
+        if not isinstance(ordered, bool):
+            raise ValueError(f"ordered: expected true or false, got {ordered!r}")
+        super().__init__(search_space, seed=seed)
+        if ordered:
+            # Optuna keeps the (shuffled) grid in ``_all_grids`` and gives trial k entry k of it while
+            # unvisited entries remain; the order test in tests/test_samplers.py fails loudly if that changes.
+            self._all_grids = list(itertools.product(*self._search_space.values()))
 
     def after_trial(self, study, trial, state, values) -> None:
         return None
