@@ -1,0 +1,101 @@
+"""One markdown table from several seeds of a campaign: each candidate's figures as mean +- spread.
+
+A campaign (``studies/campaigns/*.yaml``) runs the same listed candidates once per seed, one study
+per seed; each study writes ``runs/NAME/trials.csv`` and the landed rows are committed under
+``docs/data/``. This reads those CSVs (one per seed), groups the completed trials by candidate and
+prints, per candidate and column, ``mean +- std (value / value / ...)`` over the seeds that have
+it (the sample standard deviation; with one seed, the value alone), plus the masking flags raised
+on any seed. ``docs/reproduction.md`` quotes its output, so every figure there can be recomputed
+from the committed rows::
+
+    python bench/campaign_table.py docs/data/claims_digits_s{0,1,2}.csv \\
+        --columns natural_acc,robust_acc,attack.fgsm,attack.bim,pert_instability
+
+Columns are those of ``trials.csv``: objectives and metrics by name, each suite attack's own robust
+accuracy as ``attack.NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+
+def _label(candidate: dict) -> str:
+    """A short row label: the keys that differ from a dense float candidate."""
+    parts = [str(candidate.get("arch", "?"))]
+    if "width_mult" in candidate:
+        parts.append(f"W={candidate['width_mult']} E={candidate.get('expand_ratio')}")
+    quant = candidate.get("quant", "none")
+    if quant == "fixed":
+        parts.append(f"fixed {candidate['weight_bits']}/{candidate['act_bits']}")
+    elif quant == "mbn":
+        parts.append(f"MBN {candidate['weight_bases']}x{candidate['act_bases']}")
+    elif quant == "pow2":
+        parts.append(f"pow2 (INQ) {candidate['weight_bits']}-bit")
+    if candidate.get("prune_scheme", "none") != "none":
+        parts.append(f"{candidate['prune_scheme']} {candidate['prune_ratio']}")
+    return ", ".join(parts)
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise SystemExit(f"campaign_table: {path}: no such file")
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("state") == "COMPLETE"]
+    for row in rows:
+        row["_candidate"] = json.loads(row["candidate"])
+    return rows
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    each = " / ".join(f"{v:.3f}" for v in values)
+    if len(values) == 1:
+        return each
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f} ({each})"
+
+
+def campaign_table(paths: list[Path], columns: list[str]) -> str:
+    """The markdown table (see the module docstring)."""
+    groups: dict[str, dict] = {}
+    for path in paths:
+        for row in _read(path):
+            key = json.dumps(row["_candidate"], sort_keys=True)
+            group = groups.setdefault(key, {"candidate": row["_candidate"], "rows": []})
+            group["rows"].append(row)
+    lines = ["| candidate | seeds | " + " | ".join(columns) + " | masking flags |",
+             "|---" * (len(columns) + 3) + "|"]
+    for group in groups.values():
+        cells = []
+        for column in columns:
+            values = []
+            for row in group["rows"]:
+                if column not in row:
+                    raise SystemExit(f"campaign_table: no column {column!r} (have: {', '.join(k for k in row if not k.startswith('_'))})")
+                if row[column] not in ("", None) and math.isfinite(float(row[column])):
+                    values.append(float(row[column]))
+            cells.append(_cell(values))
+        flags = sorted({f for row in group["rows"] for f in (row.get("masking_flags") or "").split(";") if f})
+        lines.append(f"| {_label(group['candidate'])} | {len(group['rows'])} | " + " | ".join(cells)
+                     + f" | {', '.join(flags) or 'none'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csvs", nargs="+", type=Path, help="trials.csv of each seed's study")
+    parser.add_argument("--columns", default="natural_acc,robust_acc", help="comma-separated trials.csv columns")
+    args = parser.parse_args(argv)
+    print(campaign_table(args.csvs, [c.strip() for c in args.columns.split(",") if c.strip()]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
