@@ -176,3 +176,36 @@ def test_adam_optimizer_is_a_recipe_choice_and_trains(digits_small):
                  device="cpu")
     assert hist[-1]["train_acc"] > 0.3
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+def test_orthogonality_penalty_is_zero_for_orthonormal_weights_and_per_group_for_depthwise():
+    from dse.compress.orthogonal import orthogonality_penalty
+
+    q, _ = torch.linalg.qr(torch.randn(12, 12))
+    assert orthogonality_penalty(q[:5].reshape(5, 12, 1, 1)) == pytest.approx(0.0, abs=1e-8)  # orthonormal rows
+    assert orthogonality_penalty(q[:, :5].contiguous()) == pytest.approx(0.0, abs=1e-8)     # orthonormal columns
+    assert orthogonality_penalty(2 * q[:5]) == pytest.approx(5 * 9.0)                     # (4 - 1)^2 per row
+    dw = torch.zeros(3, 1, 3, 3)
+    dw[:, 0, 1, 1] = torch.tensor([1.0, 2.0, 0.0])  # per-channel norms^2 1, 4, 0
+    assert orthogonality_penalty(dw, groups=3) == pytest.approx(0.0 + 9.0 + 1.0)
+    assert orthogonality_penalty(dw) != pytest.approx(10.0)  # one (3, 9) matrix couples the filters
+
+
+def test_orthogonal_regularizer_is_a_recipe_field_and_its_gradient_pulls_towards_orthogonality():
+    model = _model(quant="fixed", weight_bits=2, act_bits=2)
+    compression = validate_candidate({**TINY, "quant": "fixed", "weight_bits": 2, "act_bits": 2}).compression
+    assert training_hooks(model, compression, 3, quant_recipe=QuantRecipe()) == []
+    recipe = Recipe.parse({"quant": {"orthogonal_reg": 0.01}})
+    assert Recipe.parse(recipe.model_dump(mode="json")).quant.orthogonal_reg == 0.01
+    (hook,) = training_hooks(model, compression, 3, quant_recipe=recipe.quant)
+    before = hook.penalty()
+    before.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+    assert hook.penalty() < before
+    float_model = _model()
+    assert training_hooks(float_model, validate_candidate(TINY).compression, 3, quant_recipe=recipe.quant) == []
+    with pytest.raises(SpecError, match="orthogonal_reg"):
+        Recipe.parse({"quant": {"orthogonal_reg": -1}})

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from dse.compress.hooks import INQHook, TrainingHook
+from dse.compress.orthogonal import OrthogonalRegularizer
 from dse.compress.pruner import make_pruner
 from dse.compress.pruning import attach_masks
 from dse.compress.quant import QuantSpec, quantize_model
@@ -104,7 +105,8 @@ def training_hooks(
     model: nn.Module, config: CompressionConfig, epochs: int, *, quant_recipe: QuantRecipe | None = None,
     data: Any = None, batch_size: int = 128,
 ) -> list[TrainingHook]:
-    """Hooks that pruning (gradual, ADMM, DNS), INQ and the quantized warm start need during training.
+    """Hooks that pruning (gradual, ADMM, DNS), INQ, the quantized warm start and the orthogonal
+    regulariser need during training.
 
     Args:
         model: The compressed model.
@@ -122,6 +124,8 @@ def training_hooks(
         hooks.append(QuantWarmStart(model, recipe=quant_recipe, data=data, batch_size=batch_size))
     if config.quant == "pow2":
         hooks.append(INQHook(model, epochs))
+    if quant_recipe is not None and config.quant != "none" and quant_recipe.orthogonal_reg > 0:
+        hooks.append(OrthogonalRegularizer(model, beta=quant_recipe.orthogonal_reg))
     if config.prune_scheme != "none":
         pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs)
         if pruner is not None:

@@ -14,7 +14,9 @@ literature's remedies are recipe choices, not changes of the search space:
 * ``bn_reestimate_batches``: the BatchNorm running statistics are re-estimated on training
   batches right after the switch (the float statistics no longer describe quantized layers);
 * ``clip_lr_mult`` / ``clip_weight_decay``: the learning rate and weight decay of the clipping
-  parameters (PACT's ``alpha``, MBN's activation scales and shifts) apart from the weights'.
+  parameters (PACT's ``alpha``, MBN's activation scales and shifts) apart from the weights';
+* ``orthogonal_reg``: Defensive Quantization's orthogonal regularisation of every weight matrix
+  (:mod:`dse.compress.orthogonal`), against the error amplification of low-bit activations.
 
 Structural choices that change the deployed model (per-channel weight scales, a minimum
 precision for depthwise convolutions) are candidate keys instead (``per_channel``,
@@ -52,6 +54,7 @@ class QuantRecipe(BaseModel):
     bn_reestimate_batches: int = Field(20, ge=0)
     clip_lr_mult: float = Field(1.0, gt=0)
     clip_weight_decay: float = Field(0.0, ge=0)
+    orthogonal_reg: float = Field(0.0, ge=0)
 
 
 def set_quantizers(model: nn.Module, enabled: bool) -> None:
