@@ -31,7 +31,7 @@ class _GridSampler(optuna.samplers.GridSampler):
 
     def __init__(self, search_space: Mapping[str, list[Any]], *, seed: int | None = None, ordered: bool = False) -> None:
         if not isinstance(ordered, bool):
-            raise ValueError(f"ordered: expected true or false, got {ordered!r}")
+            raise TypeError(f"ordered: expected true or false, got {ordered!r}")
         super().__init__(search_space, seed=seed)
         if ordered:
             # Optuna keeps the (shuffled) grid in ``_all_grids`` and gives trial k entry k of it while
