@@ -178,7 +178,8 @@ def train_candidate(
     seed_everything(recipe.seed)
     model = build_for(candidate, dataset.spec)
     hooks = training_hooks(model, validate_candidate(dict(candidate)).compression, recipe.epochs,
-                           quant_recipe=recipe.quant, data=dataset.train, batch_size=recipe.batch_size)
+                           quant_recipe=recipe.quant, data=dataset.train, batch_size=recipe.batch_size,
+                           admm_retrain_fraction=recipe.admm_retrain_fraction)
     known = {f"free_{k}": v for k, v in free_objectives(model, dataset.spec, free).items()}
     if known and callback is not None:
         inner = callback

@@ -93,6 +93,7 @@ class Recipe(BaseModel):
     attack_dtype: Literal["float32", "bfloat16"] = "float32"
     compile: bool = False
     quant: QuantRecipe = Field(default_factory=QuantRecipe)
+    admm_retrain_fraction: float = Field(0.2, ge=0, lt=1)  # prune_scheme admm: masked retraining after the hard prune
 
     @model_validator(mode="before")
     @classmethod

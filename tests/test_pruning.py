@@ -338,3 +338,36 @@ def test_unknown_scheme_names_prune_scheme():
         with pytest.raises(SpecError, match="prune_scheme") as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_admm_hard_prunes_before_the_end_and_retrains_with_fixed_masks():
+    """A short recipe ends far from Z: ADMM hard-prunes after epochs - admm_retrain_epochs and the
+    remaining epochs train with the masks fixed (digits, 10 epochs: the end-of-training hard prune
+    had left 0.10 accuracy)."""
+    from dse.compress.pruner import admm_retrain_epochs_for
+
+    assert [admm_retrain_epochs_for(e) for e in (1, 3, 4, 5, 10, 20)] == [0, 0, 0, 1, 2, 4]
+    assert admm_retrain_epochs_for(10, 0.0) == 0 and admm_retrain_epochs_for(10, 0.5) == 5
+    with pytest.raises(SpecError, match="admm_retrain_fraction"):
+        admm_retrain_epochs_for(10, 1.0)
+    torch.manual_seed(0)
+    model = small()
+    pruner = make_pruner(model, "admm", 0.5, 10)
+    assert pruner.admm_retrain_epochs == 2
+    for epoch in range(1, 8):
+        pruner.on_epoch_end(epoch)
+        assert float(pruner.penalty().detach()) > 0 and not pruner._admm_done
+    pruner.on_epoch_end(8)
+    assert pruner._admm_done and float(pruner.penalty().detach()) == 0.0
+    masks = [getattr(m, "weight_mask").clone() for m in pruner._modules]
+    zeros = sum(int((k == 0).sum()) for k in masks)
+    assert zeros == pytest.approx(0.5 * sum(k.numel() for k in masks), rel=0.01)
+    with torch.no_grad():  # a retraining step moves every weight; the masks stay and pruned weights stay zero
+        for m in pruner._modules:
+            m.weight.add_(0.1)
+    pruner.after_step()
+    for m, k in zip(pruner._modules, masks):
+        assert torch.equal(getattr(m, "weight_mask"), k)
+        assert bool((m.weight[k == 0] == 0).all())
+    with pytest.raises(SpecError, match="admm_retrain_epochs"):
+        Pruner(model, scheme="admm", ratio=0.5, epochs=3, admm_retrain_epochs=3)

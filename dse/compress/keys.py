@@ -103,7 +103,7 @@ def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
 
 def training_hooks(
     model: nn.Module, config: CompressionConfig, epochs: int, *, quant_recipe: QuantRecipe | None = None,
-    data: Any = None, batch_size: int = 128,
+    data: Any = None, batch_size: int = 128, admm_retrain_fraction: float = 0.2,
 ) -> list[TrainingHook]:
     """Hooks that pruning (gradual, ADMM, DNS), INQ, the quantized warm start and the orthogonal
     regulariser need during training.
@@ -116,6 +116,8 @@ def training_hooks(
             none of its steps.
         data: The training split (calibration and BatchNorm re-estimation batches).
         batch_size: The recipe's batch size.
+        admm_retrain_fraction: The recipe's share of epochs retrained with fixed masks after
+            ADMM's hard prune.
     """
     hooks: list[TrainingHook] = []
     if quant_recipe is not None and config.quant in ("fixed", "mbn") and data is not None:
@@ -127,7 +129,8 @@ def training_hooks(
     if quant_recipe is not None and config.quant != "none" and quant_recipe.orthogonal_reg > 0:
         hooks.append(OrthogonalRegularizer(model, beta=quant_recipe.orthogonal_reg))
     if config.prune_scheme != "none":
-        pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs)
+        pruner = make_pruner(model, config.prune_scheme, config.prune_ratio, epochs,
+                             admm_retrain_fraction=admm_retrain_fraction)
         if pruner is not None:
             hooks.append(pruner)
     return hooks

@@ -27,7 +27,7 @@ from dse.compress.pruning import (
 )
 from dse.errors import SpecError
 
-__all__ = ["Pruner", "cubic_schedule", "make_pruner"]
+__all__ = ["Pruner", "admm_retrain_epochs_for", "cubic_schedule", "make_pruner"]
 
 
 def cubic_schedule(ratio: float, epoch: int, start_epoch: int, epochs: int) -> float:
@@ -49,8 +49,12 @@ class Pruner(BaseHook):
       each epoch from ``start_epoch`` (default 1) to ``epochs`` with the cubic schedule,
       reaching ``ratio`` at the end of the last epoch; the masks are re-applied after every step.
     * ``admm``: ``Z`` starts as the projection of the initial weights and ``U`` at zero; each
-      epoch end updates ``Z = proj(W + U)``, ``U = U + W - Z``; the last epoch hard-prunes to
-      the support of ``Z`` and the penalty becomes zero.
+      epoch end updates ``Z = proj(W + U)``, ``U = U + W - Z``; the end of epoch
+      ``epochs - admm_retrain_epochs`` hard-prunes to the support of ``Z``, the penalty becomes
+      zero and the last ``admm_retrain_epochs`` epochs retrain with the masks fixed (ADMM
+      pruning's masked retraining, Zhang et al. 2018). Without it a short recipe ends far from
+      ``Z`` and the hard prune destroys the network: on digits, 10 epochs of PGD-AT with ADMM at
+      0.5 reached 0.84 training accuracy and 0.10 after the final hard prune.
     * ``dns``: every ``dns_interval`` steps the masks are recomputed from the magnitude of the
       dense weights (kept by the pruner; masked weights keep receiving their updates) with
       the hysteresis band around the threshold of the scheduled ratio; the last epoch fixes the
@@ -66,6 +70,8 @@ class Pruner(BaseHook):
         epochs: Number of training epochs.
         start_epoch: First epoch (1-based) whose end prunes (gradual schemes and DNS).
         rho: ADMM penalty parameter.
+        admm_retrain_epochs: Epochs of masked retraining after ADMM's hard prune (``None``:
+            :func:`admm_retrain_epochs_for` of ``epochs``).
         dns_interval: Optimizer steps between DNS mask updates.
         dns_band: Half-width of the DNS hysteresis band, relative to the threshold.
 
@@ -82,6 +88,7 @@ class Pruner(BaseHook):
         epochs: int,
         start_epoch: int | None = None,
         rho: float = 1e-3,
+        admm_retrain_epochs: int | None = None,
         dns_interval: int = 1,
         dns_band: float = DNS_BAND,
     ) -> None:
@@ -94,6 +101,9 @@ class Pruner(BaseHook):
             raise SpecError(f"start_epoch: {start_epoch!r} is outside [1, {epochs}]")
         if not rho > 0:
             raise SpecError(f"rho: expected a positive number, got {rho!r}")
+        retrain = admm_retrain_epochs_for(epochs) if admm_retrain_epochs is None else admm_retrain_epochs
+        if isinstance(retrain, bool) or not isinstance(retrain, int) or not 0 <= retrain < epochs:
+            raise SpecError(f"admm_retrain_epochs: {admm_retrain_epochs!r} is outside [0, {epochs - 1}]")
         if isinstance(dns_interval, bool) or not isinstance(dns_interval, int) or dns_interval < 1:
             raise SpecError(f"dns_interval: expected an integer >= 1, got {dns_interval!r}")
         if not 0.0 <= dns_band < 1.0:
@@ -102,6 +112,7 @@ class Pruner(BaseHook):
         self.epochs = epochs
         self.start_epoch = start
         self.rho = float(rho)
+        self.admm_retrain_epochs = retrain
         self.dns_interval = dns_interval
         self.dns_band = float(dns_band)
         self.active = self.scheme != "none" and self.ratio > 0.0
@@ -213,7 +224,7 @@ class Pruner(BaseHook):
             weights = [m.weight.detach() for m in self._modules]
             self._z = self._project([w + u for w, u in zip(weights, self._u)])
             self._u = [u + w - z for u, w, z in zip(self._u, weights, self._z)]
-            if epoch >= self.epochs:
+            if epoch >= self.epochs - self.admm_retrain_epochs:
                 self._hard_prune_admm()
             return
         self.current_ratio = cubic_schedule(self.ratio, epoch, self.start_epoch, self.epochs)
@@ -251,7 +262,18 @@ class Pruner(BaseHook):
         self.finalized = True
 
 
-def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int) -> Pruner | None:
+def admm_retrain_epochs_for(epochs: int, fraction: float = 0.2) -> int:
+    """Masked-retraining epochs after ADMM's hard prune: ``fraction`` of ``epochs``, rounded, at
+    least 1 when there are 5 epochs or more (10 epochs: 2); 0 below 5 epochs or for fraction 0
+    (the hard prune ends training)."""
+    if not 0.0 <= fraction < 1.0:
+        raise SpecError(f"admm_retrain_fraction: {fraction!r} is outside [0, 1)")
+    if epochs < 5 or fraction == 0.0:
+        return 0
+    return min(epochs - 1, max(1, round(fraction * epochs)))
+
+
+def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int, *, admm_retrain_fraction: float = 0.2) -> Pruner | None:
     """The training-time pruner of a candidate's scheme, or None when it does not prune.
 
     Args:
@@ -259,6 +281,8 @@ def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int) -> Pru
         scheme: ``prune_scheme``.
         ratio: ``prune_ratio`` in [0, 1).
         epochs: Training epochs.
+        admm_retrain_fraction: ADMM: the fraction of ``epochs`` retrained with fixed masks after
+            the hard prune (the recipe's ``admm_retrain_fraction``).
 
     Raises:
         SpecError: Bad ``prune_ratio`` or ``prune_scheme``.
@@ -266,4 +290,5 @@ def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int) -> Pru
     scheme, ratio = check_scheme(scheme), check_ratio(ratio)
     if scheme == "none" or ratio == 0.0:
         return None
-    return Pruner(model, scheme=scheme, ratio=ratio, epochs=epochs)
+    return Pruner(model, scheme=scheme, ratio=ratio, epochs=epochs,
+                  admm_retrain_epochs=admm_retrain_epochs_for(epochs, admm_retrain_fraction))

@@ -59,7 +59,7 @@ def _missing(value: Any) -> bool:
 #: epochs, schedule and batch size come from the data set's full recipe.
 _KEPT_FOR_FULL = (
     "method", "attack", "adv_weight", "mix_mode", "trades_beta", "fast_at_alpha", "free_replays", "attack_bn",
-    "attack_batch_steps", "channels_last",
+    "attack_batch_steps", "channels_last", "admm_retrain_fraction",
 )
 
 
