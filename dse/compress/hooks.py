@@ -58,7 +58,14 @@ class BaseHook:
 
 class INQHook(BaseHook):
     """Incremental network quantization: quantize and freeze growing fractions of the weights
-    at evenly spaced epochs (the last fraction, 1.0, at the last epoch).
+    at evenly spaced epochs, the first at the end of epoch ``epochs / n`` and the last fraction,
+    1.0, at the end of the last epoch (``n`` fractions).
+
+    INQ (Zhou et al. 2017) quantizes a *trained* network; freezing the first half of the
+    weights at initialisation, as this hook did before, fixed random weights for the whole run:
+    digits PGD-AT at 10 epochs reached 0.56 training accuracy and 0.885 / 0.30 natural / robust
+    against 0.985 / 0.74 dense. The first ``epochs / n`` epochs now train every weight through the
+    power-of-two straight-through quantizer (the layer's mode before any INQ step), then INQ freezes.
 
     Args:
         model: A model quantized with ``QuantSpec(mode="pow2", ...)``.
@@ -70,10 +77,9 @@ class INQHook(BaseHook):
         self.n = len(self.schedule.fractions)
         self.epochs = epochs
         self.done = 0
-        self._advance(0)
 
     def _advance(self, epoch: int) -> None:
-        target = min(self.n, 1 + (epoch * self.n) // max(1, self.epochs))
+        target = min(self.n, (epoch * self.n) // max(1, self.epochs))
         while self.done < target:
             self.schedule.step(self.done)
             self.done += 1
