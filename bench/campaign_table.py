@@ -82,7 +82,7 @@ def campaign_table(paths: list[Path], columns: list[str]) -> str:
                 if row[column] not in ("", None) and math.isfinite(float(row[column])):
                     values.append(float(row[column]))
             cells.append(_cell(values))
-        flags = sorted({f for row in group["rows"] for f in (row.get("masking_flags") or "").split(";") if f})
+        flags = sorted({f for row in group["rows"] for f in (row.get("masking_flags") or "").split(";") if f and f != "none"})
         lines.append(f"| {_label(group['candidate'])} | {len(group['rows'])} | " + " | ".join(cells)
                      + f" | {', '.join(flags) or 'none'} |")
     return "\n".join(lines)

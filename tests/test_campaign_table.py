@@ -31,7 +31,7 @@ def _csv(path: Path, rows: list[tuple[dict, str, float, float, str]]) -> Path:
 def test_rows_group_by_candidate_over_seeds(tmp_path):
     a = _csv(tmp_path / "s0.csv", [(DENSE, "COMPLETE", 0.9, 0.7, ""), (PRUNED, "COMPLETE", 0.8, 0.5, "pgd_far_above_best_attack"),
                                    (PRUNED, "FAIL", "", "", "")])
-    b = _csv(tmp_path / "s1.csv", [(DENSE, "COMPLETE", 0.7, 0.5, "")])
+    b = _csv(tmp_path / "s1.csv", [(DENSE, "COMPLETE", 0.7, 0.5, "none")])  # trials.csv writes "none"
     out = table.campaign_table([a, b], ["natural_acc", "robust_acc"]).splitlines()
     assert out[0] == "| candidate | seeds | natural_acc | robust_acc | masking flags |"
     assert out[2] == "| mobilenet_tiny, W=0.35 E=6 | 2 | 0.800 +- 0.141 (0.900 / 0.700) | 0.600 +- 0.141 (0.700 / 0.500) | none |"
