@@ -12,7 +12,8 @@ from the committed rows::
         --columns natural_acc,robust_acc,attack.fgsm,attack.bim,pert_instability
 
 Columns are those of ``trials.csv``: objectives and metrics by name, each suite attack's own robust
-accuracy as ``attack.NAME``.
+accuracy as ``attack.NAME``. ``--skip FILE:N,M`` leaves out trials ``N`` and ``M`` of the CSV named
+``FILE`` (rows superseded by a rerun after a fix, which ``docs/reproduction.md`` names).
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ def _label(candidate: dict) -> str:
     return ", ".join(parts)
 
 
-def _read(path: Path) -> list[dict]:
+def _read(path: Path, skip: frozenset[str] = frozenset()) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"campaign_table: {path}: no such file")
     with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("state") == "COMPLETE"]
+        rows = [r for r in csv.DictReader(f) if r.get("state") == "COMPLETE" and r.get("number") not in skip]
     for row in rows:
         row["_candidate"] = json.loads(row["candidate"])
     return rows
@@ -62,11 +63,11 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f} ({each})"
 
 
-def campaign_table(paths: list[Path], columns: list[str]) -> str:
-    """The markdown table (see the module docstring)."""
+def campaign_table(paths: list[Path], columns: list[str], skip: dict[str, set[str]] | None = None) -> str:
+    """The markdown table (see the module docstring); ``skip``: file name -> trial numbers left out."""
     groups: dict[str, dict] = {}
     for path in paths:
-        for row in _read(path):
+        for row in _read(path, frozenset((skip or {}).get(path.name, ()))):
             key = json.dumps(row["_candidate"], sort_keys=True)
             group = groups.setdefault(key, {"candidate": row["_candidate"], "rows": []})
             group["rows"].append(row)
@@ -92,8 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csvs", nargs="+", type=Path, help="trials.csv of each seed's study")
     parser.add_argument("--columns", default="natural_acc,robust_acc", help="comma-separated trials.csv columns")
+    parser.add_argument("--skip", action="append", default=[], metavar="FILE:N,M", help="leave out these trials of FILE")
     args = parser.parse_args(argv)
-    print(campaign_table(args.csvs, [c.strip() for c in args.columns.split(",") if c.strip()]))
+    skip: dict[str, set[str]] = {}
+    for item in args.skip:
+        name, sep, numbers = item.partition(":")
+        if not sep or not numbers:
+            raise SystemExit(f"campaign_table: --skip {item!r}: expected FILE:N[,M...]")
+        skip.setdefault(Path(name).name, set()).update(n.strip() for n in numbers.split(","))
+    print(campaign_table(args.csvs, [c.strip() for c in args.columns.split(",") if c.strip()], skip))
     return 0
 
 

@@ -45,3 +45,9 @@ def test_an_unknown_column_or_file_is_named(tmp_path):
         table.campaign_table([a], ["attack.fgsm"])
     with pytest.raises(SystemExit, match="missing.csv: no such file"):
         table.campaign_table([tmp_path / "missing.csv"], ["natural_acc"])
+
+
+def test_skipped_trials_are_left_out(tmp_path):
+    a = _csv(tmp_path / "s0.csv", [(DENSE, "COMPLETE", 0.9, 0.7, ""), (PRUNED, "COMPLETE", 0.1, 0.1, "")])
+    out = table.campaign_table([a], ["natural_acc"], {"s0.csv": {"1"}}).splitlines()
+    assert len(out) == 3 and "admm" not in "\n".join(out)
