@@ -346,7 +346,7 @@ def test_admm_hard_prunes_before_the_end_and_retrains_with_fixed_masks():
     had left 0.10 accuracy)."""
     from dse.compress.pruner import admm_retrain_epochs_for
 
-    assert [admm_retrain_epochs_for(e) for e in (1, 3, 4, 5, 10, 20)] == [0, 0, 0, 1, 2, 4]
+    assert [admm_retrain_epochs_for(e) for e in (1, 2, 3, 5, 10, 20)] == [0, 1, 1, 1, 2, 4]
     assert admm_retrain_epochs_for(10, 0.0) == 0 and admm_retrain_epochs_for(10, 0.5) == 5
     with pytest.raises(SpecError, match="admm_retrain_fraction"):
         admm_retrain_epochs_for(10, 1.0)
@@ -371,3 +371,4 @@ def test_admm_hard_prunes_before_the_end_and_retrains_with_fixed_masks():
         assert bool((m.weight[k == 0] == 0).all())
     with pytest.raises(SpecError, match="admm_retrain_epochs"):
         Pruner(model, scheme="admm", ratio=0.5, epochs=3, admm_retrain_epochs=3)
+    assert Pruner(model, scheme="admm", ratio=0.5, epochs=3).admm_retrain_epochs == 1

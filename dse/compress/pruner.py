@@ -264,11 +264,11 @@ class Pruner(BaseHook):
 
 def admm_retrain_epochs_for(epochs: int, fraction: float = 0.2) -> int:
     """Masked-retraining epochs after ADMM's hard prune: ``fraction`` of ``epochs``, rounded, at
-    least 1 when there are 5 epochs or more (10 epochs: 2); 0 below 5 epochs or for fraction 0
-    (the hard prune ends training)."""
+    least 1 (10 epochs: 2; 3 epochs: 1); 0 for a single epoch or fraction 0 (the hard prune then
+    ends training)."""
     if not 0.0 <= fraction < 1.0:
         raise SpecError(f"admm_retrain_fraction: {fraction!r} is outside [0, 1)")
-    if epochs < 5 or fraction == 0.0:
+    if epochs < 2 or fraction == 0.0:
         return 0
     return min(epochs - 1, max(1, round(fraction * epochs)))
 
