@@ -3,9 +3,11 @@ tables (learning curves, NAS-Bench-201 results) and checks shared by the several
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,16 @@ from dse.training import default_recipe, seed_everything, train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 2}
+
+
+def load_bench(name: str):
+    """Imports ``bench/NAME.py`` by path (``bench/`` holds scripts, not a package) as ``bench_NAME``."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "campaign_table.py"
-_spec = importlib.util.spec_from_file_location("bench_campaign_table", _PATH)
-table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(table)
+from tests.conftest import load_bench
+
+table = load_bench("campaign_table")
 
 DENSE = {"arch": "mobilenet_tiny", "width_mult": 0.35, "expand_ratio": 6}
 PRUNED = {**DENSE, "prune_scheme": "admm", "prune_ratio": 0.5}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from dse import DataError, SpecError
 from dse.models.nb201 import OPS, NB201Config, build_nb201, make_cell, parse_cell
 from objectives._nb201 import CORRUPTIONS, NB201_ATTACKS, NB201_METRICS, NB201Table, _table, evaluate_nb201
 from search_spaces.nb201 import nb201
+from tests.conftest import load_bench
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,16 +27,7 @@ ARCH_25 = "|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~
 ARCH_3 = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|"
 
 
-def _load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "search_efficiency.py"
-    spec = importlib.util.spec_from_file_location("bench_search_efficiency", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("search_efficiency")
 
 
 @pytest.fixture

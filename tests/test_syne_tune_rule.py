@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -22,18 +21,9 @@ pytest.importorskip(
 from dse.study.config import load_study_config  # noqa: E402
 from dse.study.simulate import simulate_study  # noqa: E402
 from search_spaces.replay import load_table  # noqa: E402
+from tests.conftest import load_bench
 
-
-def _load_module():
-    path = Path(__file__).resolve().parents[1] / "bench" / "syne_tune_moasha.py"
-    spec = importlib.util.spec_from_file_location("bench_syne_tune_moasha", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-st = _load_module()
+st = load_bench("syne_tune_moasha")
 
 N, EPOCHS = 12, 9
 SEARCHER_FACTORY = "syne_tune.optimizer.schedulers.searchers.searcher_factory"
