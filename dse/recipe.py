@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from dse.compress.pruner import ADMM_RETRAIN_FRACTION
 from dse.compress.warm_start import QuantRecipe
 from dse.errors import SpecError, one_line_error
 from dse.robust.config import AttackConfig
@@ -93,7 +94,7 @@ class Recipe(BaseModel):
     attack_dtype: Literal["float32", "bfloat16"] = "float32"
     compile: bool = False
     quant: QuantRecipe = Field(default_factory=QuantRecipe)
-    admm_retrain_fraction: float = Field(0.2, ge=0, lt=1)  # prune_scheme admm: masked retraining after the hard prune
+    admm_retrain_fraction: float = Field(ADMM_RETRAIN_FRACTION, ge=0, lt=1)  # prune_scheme admm: masked retraining after the hard prune
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from torch import nn
 
 from dse.compress.hooks import INQHook, TrainingHook
 from dse.compress.orthogonal import OrthogonalRegularizer
-from dse.compress.pruner import make_pruner
+from dse.compress.pruner import ADMM_RETRAIN_FRACTION, make_pruner
 from dse.compress.pruning import attach_masks
 from dse.compress.quant import QuantSpec, quantize_model
 from dse.compress.warm_start import QuantRecipe, QuantWarmStart
@@ -103,7 +103,7 @@ def apply_compression(model: nn.Module, config: CompressionConfig) -> nn.Module:
 
 def training_hooks(
     model: nn.Module, config: CompressionConfig, epochs: int, *, quant_recipe: QuantRecipe | None = None,
-    data: Any = None, batch_size: int = 128, admm_retrain_fraction: float = 0.2,
+    data: Any = None, batch_size: int = 128, admm_retrain_fraction: float = ADMM_RETRAIN_FRACTION,
 ) -> list[TrainingHook]:
     """Hooks that pruning (gradual, ADMM, DNS), INQ, the quantized warm start and the orthogonal
     regulariser need during training.

@@ -27,7 +27,11 @@ from dse.compress.pruning import (
 )
 from dse.errors import SpecError
 
-__all__ = ["Pruner", "admm_retrain_epochs_for", "cubic_schedule", "make_pruner"]
+__all__ = ["ADMM_RETRAIN_FRACTION", "Pruner", "admm_retrain_epochs_for", "cubic_schedule", "make_pruner"]
+
+#: Default share of the epochs that ADMM retrains with fixed masks after its hard prune (the
+#: recipe's ``admm_retrain_fraction``).
+ADMM_RETRAIN_FRACTION = 0.2
 
 
 def cubic_schedule(ratio: float, epoch: int, start_epoch: int, epochs: int) -> float:
@@ -262,7 +266,7 @@ class Pruner(BaseHook):
         self.finalized = True
 
 
-def admm_retrain_epochs_for(epochs: int, fraction: float = 0.2) -> int:
+def admm_retrain_epochs_for(epochs: int, fraction: float = ADMM_RETRAIN_FRACTION) -> int:
     """Masked-retraining epochs after ADMM's hard prune: ``fraction`` of ``epochs``, rounded, at
     least 1 (10 epochs: 2; 3 epochs: 1); 0 for a single epoch or fraction 0 (the hard prune then
     ends training)."""
@@ -273,7 +277,8 @@ def admm_retrain_epochs_for(epochs: int, fraction: float = 0.2) -> int:
     return min(epochs - 1, max(1, round(fraction * epochs)))
 
 
-def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int, *, admm_retrain_fraction: float = 0.2) -> Pruner | None:
+def make_pruner(model: nn.Module, scheme: str, ratio: float, epochs: int, *,
+                admm_retrain_fraction: float = ADMM_RETRAIN_FRACTION) -> Pruner | None:
     """The training-time pruner of a candidate's scheme, or None when it does not prune.
 
     Args:
