@@ -16,6 +16,7 @@ from dse.models import build_model
 from dse.compress.inq import INQSchedule
 from dse.compress.quant import QUANT_MODES, QConv2d, QLinear, QuantSpec, layer_bits, quantize_model
 from dse.compress.quantizers import (
+    LSQClipQuant,
     PACTQuant,
     Pow2Quant,
     RoundSTE,
@@ -138,6 +139,48 @@ def test_pact_signed_is_symmetric(bits):
     gx, ga = torch.autograd.grad(q.sum(), (x, alpha))
     assert torch.equal(gx, (x.abs() < 1.0).float())
     assert ga.item() == pytest.approx(float((x >= 1).sum() - (x <= -1).sum()))
+
+
+@pytest.mark.parametrize("signed", [0.0, 1.0])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_lsq_clip_gradient_is_lsq_with_pact_values_and_input_gradient(bits, signed):
+    torch.manual_seed(0)
+    x = (torch.randn(8, 3, 5, 5) * 1.5).requires_grad_()
+    alpha = torch.tensor(1.3, requires_grad=True)
+    sgn = torch.tensor(signed)
+    q = LSQClipQuant.apply(x, alpha, sgn, bits)
+    torch.testing.assert_close(q, PACTQuant.apply(x, alpha, sgn, bits))
+    w = torch.randn_like(x)  # a generic upstream gradient
+    gx, ga = torch.autograd.grad((q * w).sum(), (x, alpha))
+    gx_pact, ga_pact = torch.autograd.grad((PACTQuant.apply(x, alpha, sgn, bits) * w).sum(), (x, alpha))
+    assert torch.equal(gx, gx_pact)
+    # Reference: LSQ is the derivative with round's straight-through estimator (d round(u)/du = 1),
+    # times the gradient scale 1 / sqrt(inputs per sample * top level index).
+    a = alpha.detach().clone().requires_grad_()
+    lo = -a * signed
+    s = (a - lo) / (2**bits - 1)
+    y = torch.minimum(torch.maximum(x.detach(), lo), a)
+    u = (y - lo) / s
+    ref_q = y + (torch.round(u) - u).detach() * s
+    torch.testing.assert_close(ref_q, q.detach())
+    (ref,) = torch.autograd.grad((ref_q * w).sum(), a)
+    g = 1.0 / math.sqrt(3 * 5 * 5 * (2**bits - 1) / (1 + signed))
+    assert ga.item() == pytest.approx(ref.item() * g, rel=1e-5)
+    inside = (torch.rand(4, 10) * 0.8 + 0.1).mul(1.3)  # every input strictly inside [0, alpha): nothing clipped
+    (ga_in,) = torch.autograd.grad(LSQClipQuant.apply(inside, alpha, sgn, bits).sum(), alpha)
+    (gp_in,) = torch.autograd.grad(PACTQuant.apply(inside, alpha, sgn, bits).sum(), alpha)
+    assert gp_in.item() == 0 and ga_in.item() != 0, "LSQ also learns from unclipped inputs"
+
+
+def test_pact_wrapper_selects_the_clip_gradient():
+    alpha = nn.Parameter(torch.tensor(0.5))
+    x = torch.linspace(-1, 2, 31).reshape(1, -1)
+    (ga_lsq,) = torch.autograd.grad(pact(x, alpha, 2, clip_grad="lsq").sum(), alpha)
+    (ga_pact,) = torch.autograd.grad(pact(x, alpha, 2).sum(), alpha)
+    assert ga_pact.item() == pytest.approx(float((x >= 0.5).sum()))
+    assert ga_lsq.item() != pytest.approx(ga_pact.item())
+    with pytest.raises(ValueError, match="clip_grad"):
+        pact(x, alpha, 2, clip_grad="bogus")
 
 
 def test_pact_wrapper_passes_gradient_to_alpha_parameter():

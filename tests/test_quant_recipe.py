@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dse.candidate import validate_candidate
 from dse.compress.keys import training_hooks
 from dse.compress.quant import QUANT_LAYERS, layer_bits
-from dse.compress.quantizers import dorefa_weight, mbn_weight
+from dse.compress.quantizers import dorefa_weight, mbn_weight, pact, pact_alpha_init
 from dse.compress.warm_start import QuantRecipe, calibrate_pact, reestimate_batchnorm, set_quantizers
 from dse.errors import SpecError
 from dse.models import build_model
@@ -118,6 +119,44 @@ def test_warm_start_trains_in_float_then_quantizes_with_calibrated_clips(digits_
         training_hooks(_model(quant="fixed", weight_bits=2, act_bits=2),
                        validate_candidate({**TINY, "quant": "fixed", "weight_bits": 2, "act_bits": 2}).compression,
                        1, quant_recipe=recipe, data=digits_small.train)
+
+
+def test_lsq_clip_gradient_and_init_calibration_are_recipe_fields(digits_small):
+    r = Recipe.parse({"quant": {"clip_grad": "lsq", "calibrate_init": True}})
+    assert (r.quant.clip_grad, r.quant.calibrate_init) == ("lsq", True)
+    assert Recipe.parse(r.model_dump(mode="json")) == r
+    assert (Recipe.parse({}).quant.clip_grad, Recipe.parse({}).quant.calibrate_init) == ("pact", False)
+    with pytest.raises(SpecError, match="quant"):
+        Recipe.parse({"quant": {"clip_grad": "lsq2"}})
+    keys = {**TINY, "quant": "fixed", "weight_bits": 2, "act_bits": 2}
+    plain = _model(quant="fixed", weight_bits=2, act_bits=2)  # the same initialisation, uncalibrated
+    model = _model(quant="fixed", weight_bits=2, act_bits=2)
+    hooks = training_hooks(model, validate_candidate(keys).compression, 3, data=digits_small.train, batch_size=32,
+                           quant_recipe=QuantRecipe(clip_grad="lsq", calibrate_init=True, bn_reestimate_batches=2))
+    layers = [m for m in model.modules() if isinstance(m, QUANT_LAYERS) and m.uses_pact]
+    assert all(m.clip_grad == "lsq" for m in layers) and model.training
+    assert hooks[0].alphas and hooks[0].switched_at is None and all(m.quant_enabled for m in layers)
+    init = [m.act_alpha.item() for m in plain.modules() if isinstance(m, QUANT_LAYERS) and m.uses_pact]
+    assert [m.act_alpha.item() for m in layers] != pytest.approx(init), "clips set from data, not the fixed guess"
+    # On the same inputs, the calibrated clips quantize the 2-bit layers' inputs with less error
+    # than the fixed initial guess.
+    x = digits_small.train.x[:64]
+    two_bit = [m for m in layers if m.act_bits == 2]
+    seen: dict[nn.Module, torch.Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda mod, inp: seen.__setitem__(mod, inp[0].detach())) for m in two_bit]
+    with torch.no_grad():
+        model.train()(x)
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        err_cal = sum(float((pact(seen[m], m.act_alpha, 2, signed=m.act_signed) - seen[m]).pow(2).mean()) for m in two_bit)
+        err_init = sum(float((pact(seen[m], torch.tensor(pact_alpha_init(2)), 2, signed=m.act_signed) - seen[m]).pow(2).mean())
+                       for m in two_bit)
+    assert two_bit and err_cal < err_init
+    x.requires_grad_(False)
+    loss = F.cross_entropy(model(x), digits_small.train.y[:64])
+    loss.backward()
+    assert all(m.act_alpha.grad is not None and torch.isfinite(m.act_alpha.grad) for m in layers)
 
 
 def test_calibration_lowers_the_activation_quantization_error(digits_small):

@@ -184,6 +184,9 @@ class _QuantMixin:
     #: False while a recipe's float warm start runs (:mod:`dse.compress.warm_start`): the layer
     #: then computes in float (weights and inputs unquantized).
     quant_enabled: bool = True
+    #: Gradient of the PACT clip while training (a recipe choice, :mod:`dse.compress.warm_start`):
+    #: ``"pact"`` or ``"lsq"`` (:func:`~dse.compress.quantizers.pact`); values are the same either way.
+    clip_grad: str = "pact"
 
     def __init__(self, *args: Any, quant: LayerQuant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # nn.Conv2d / nn.Linear, next in the MRO
@@ -232,7 +235,7 @@ class _QuantMixin:
                 with torch.no_grad():
                     torch.logical_or(signed, x.detach().amin() < 0, out=signed)
             assert self.act_bits is not None
-            return pact(x, self.act_alpha, self.act_bits, signed=signed)  # type: ignore[attr-defined]
+            return pact(x, self.act_alpha, self.act_bits, signed=signed, clip_grad=self.clip_grad)  # type: ignore[attr-defined]
         return x
 
     def quantized_weight(self) -> Tensor:

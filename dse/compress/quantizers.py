@@ -18,6 +18,9 @@ Choices (documented here once):
   else -1`` (ties to -1, so post-ReLU zeros are -1), i.e. ``sign(x - t)`` with threshold
   ``t = 0.5 - v``; the STE window is XNOR-Net's ``|x - t| <= 1``.
 * INQ levels: ``{0} U {+-2^k : n2 <= k <= n1}`` (:func:`inq_exponent_range`).
+* LSQ (Esser et al. 2020) is a *gradient* for PACT's clip, not another quantizer: the same
+  levels (``alpha`` is LSQ's step times the top level), but the clip also learns from the
+  rounding error of every unclipped input, with LSQ's gradient scale (:class:`LSQClipQuant`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "CLIP_GRADS",
     "PACT_ALPHA_MAX_INIT",
+    "LSQClipQuant",
     "PACTQuant",
     "Pow2Quant",
     "RoundSTE",
@@ -78,6 +83,13 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
+def _pact_levels(x: Tensor, alpha: Tensor, signed: Tensor, bits: int) -> Tensor:
+    lo = -alpha * signed
+    scale = (alpha - lo) / (2**bits - 1)
+    y = torch.minimum(torch.maximum(x, lo), alpha)
+    return lo + torch.round((y - lo) / scale) * scale
+
+
 class PACTQuant(torch.autograd.Function):
     """PACT: ``q = lo + round((clip(x, lo, alpha) - lo) / s) * s`` with ``s = (alpha - lo) / (2^k - 1)``.
 
@@ -90,12 +102,8 @@ class PACTQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, alpha: Tensor, signed: Tensor, bits: int) -> Tensor:
-        lo = -alpha * signed
-        steps = 2**bits - 1
-        scale = (alpha - lo) / steps
-        y = torch.minimum(torch.maximum(x, lo), alpha)
         ctx.save_for_backward(x, alpha, signed)
-        return lo + torch.round((y - lo) / scale) * scale
+        return _pact_levels(x, alpha, signed, bits)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
@@ -108,6 +116,49 @@ class PACTQuant(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_alpha = (grad * above.to(grad.dtype)).sum() - signed * (grad * below.to(grad.dtype)).sum()
             grad_alpha = grad_alpha.reshape(alpha.shape)
+        return grad_x, grad_alpha, None, None
+
+
+class LSQClipQuant(torch.autograd.Function):
+    """PACT's forward (:class:`PACTQuant`) with LSQ's gradient for the clipping level.
+
+    With step ``s = (alpha - lo) / (2^k - 1)`` and ``u = (clip(x) - lo) / s``, LSQ's
+    ``dq/ds`` is ``round(u) - u`` inside the range and the top (bottom) level's index at the
+    clips; through ``alpha = lo + s (2^k - 1)`` that gives ``dq/dalpha = (round(u) - u) s / alpha``
+    inside, ``1`` at ``x >= alpha`` and ``-1`` at ``x <= -alpha`` when signed (PACT's values).
+    The summed clip gradient is multiplied by LSQ's scale ``g = 1 / sqrt(n Q_P)`` (``n``
+    inputs per sample, ``Q_P`` the top level's index), which keeps the step's updates in
+    proportion to the weights'. PACT's clip only learns from clipped inputs: at 2 bits, where
+    most inputs round to zero and few are clipped, it barely moves (README, compression).
+    The gradient w.r.t. ``x`` is PACT's, so attacks see the same STE path.
+
+    Args of ``apply``: as :class:`PACTQuant`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: Tensor, signed: Tensor, bits: int) -> Tensor:
+        ctx.save_for_backward(x, alpha, signed)
+        ctx.bits = bits
+        return _pact_levels(x, alpha, signed, bits)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, alpha, signed = ctx.saved_tensors
+        lo = -alpha * signed
+        steps = 2**ctx.bits - 1
+        above = x >= alpha
+        below = x <= lo
+        inside = ~(above | below)
+        grad_x = grad * inside.to(grad.dtype) if ctx.needs_input_grad[0] else None
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            s = (alpha - lo) / steps
+            u = (x - lo) / s
+            d_inside = (torch.round(u) - u) * (s / alpha)
+            d = torch.where(inside, d_inside, above.to(grad.dtype) - signed * below.to(grad.dtype))
+            per_sample = x[0].numel() if x.dim() > 1 else x.numel()
+            g = torch.rsqrt(per_sample * steps / (1.0 + signed))  # Q_P = alpha / s = steps / (1 + signed)
+            grad_alpha = ((grad * d).sum() * g).reshape(alpha.shape)
         return grad_x, grad_alpha, None, None
 
 
@@ -186,10 +237,21 @@ def pact_alpha_init(bits: int) -> float:
     return min(PACT_ALPHA_MAX_INIT, 1.0 + bits / 2)
 
 
-def pact(x: Tensor, alpha: Tensor, bits: int, *, signed: bool | Tensor = False) -> Tensor:
-    """PACT activation quantization (see :class:`PACTQuant`); ``alpha`` is clamped to >= 1e-3."""
+#: Gradients of the PACT clipping level (:func:`pact`'s ``clip_grad``).
+CLIP_GRADS = ("pact", "lsq")
+
+
+def pact(x: Tensor, alpha: Tensor, bits: int, *, signed: bool | Tensor = False, clip_grad: str = "pact") -> Tensor:
+    """PACT activation quantization; ``alpha`` is clamped to >= 1e-3.
+
+    ``clip_grad``: ``"pact"`` (:class:`PACTQuant`) or ``"lsq"`` (:class:`LSQClipQuant`: the
+    same values and input gradient, LSQ's gradient for ``alpha``).
+    """
     sgn = torch.as_tensor(signed, device=x.device).to(dtype=x.dtype)  # a copy: safe for in-place flag updates
-    return PACTQuant.apply(x, alpha.clamp_min(1e-3), sgn, bits)
+    if clip_grad not in CLIP_GRADS:
+        raise ValueError(f"clip_grad: {clip_grad!r} is not one of {', '.join(CLIP_GRADS)}")
+    fn = LSQClipQuant if clip_grad == "lsq" else PACTQuant
+    return fn.apply(x, alpha.clamp_min(1e-3), sgn, bits)
 
 
 def _weight_base_shifts(bases: int) -> list[float]:

@@ -15,6 +15,12 @@ literature's remedies are recipe choices, not changes of the search space:
   batches right after the switch (the float statistics no longer describe quantized layers);
 * ``clip_lr_mult`` / ``clip_weight_decay``: the learning rate and weight decay of the clipping
   parameters (PACT's ``alpha``, MBN's activation scales and shifts) apart from the weights';
+* ``clip_grad: lsq``: LSQ's gradient for the PACT clips (learned step size: the clip also learns
+  from the rounding error of unclipped inputs, :class:`~dse.compress.quantizers.LSQClipQuant`);
+* ``calibrate_init``: without a warm start, set the PACT clips by ``calibrate`` on the
+  initialised network before the first step (after a BatchNorm re-estimation, so that the
+  statistics the calibration sees are the training batches'), as LSQ initialises its steps
+  from the data instead of a fixed guess;
 * ``orthogonal_reg``: Defensive Quantization's orthogonal regularisation of every weight matrix
   (:mod:`dse.compress.orthogonal`), against the error amplification of low-bit activations.
 
@@ -25,15 +31,19 @@ precision for depthwise convolutions) are candidate keys instead (``per_channel`
 
 from __future__ import annotations
 
+import contextlib
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from dse.compress.hooks import BaseHook
 from dse.compress.quant import QUANT_LAYERS
-from dse.compress.quantizers import pact
+from dse.compress.quantizers import CLIP_GRADS, pact
 
-__all__ = ["CLIP_PARAMETERS", "QuantRecipe", "QuantWarmStart", "calibrate_pact", "reestimate_batchnorm", "set_quantizers"]
+__all__ = ["CLIP_PARAMETERS", "QuantRecipe", "QuantWarmStart", "calibrate_pact", "reestimate_batchnorm", "set_clip_grad",
+           "set_quantizers"]
 
 #: Names of the clipping parameters of quantized layers (their own learning rate and weight decay).
 CLIP_PARAMETERS = ("act_alpha", "act_scale", "act_shift")
@@ -55,6 +65,17 @@ class QuantRecipe(BaseModel):
     clip_lr_mult: float = Field(1.0, gt=0)
     clip_weight_decay: float = Field(0.0, ge=0)
     orthogonal_reg: float = Field(0.0, ge=0)
+    clip_grad: Literal["pact", "lsq"] = "pact"
+    calibrate_init: bool = False
+
+
+def set_clip_grad(model: nn.Module, clip_grad: str) -> None:
+    """Sets the PACT clip gradient (``"pact"`` or ``"lsq"``) of every quantized layer."""
+    if clip_grad not in CLIP_GRADS:
+        raise ValueError(f"clip_grad: {clip_grad!r} is not one of {', '.join(CLIP_GRADS)}")
+    for m in model.modules():
+        if isinstance(m, QUANT_LAYERS):
+            m.clip_grad = clip_grad
 
 
 def set_quantizers(model: nn.Module, enabled: bool) -> None:
@@ -72,15 +93,37 @@ def _batches(split, n: int, batch_size: int, device: torch.device):
         yield split.x[idx].to(device)
 
 
+@contextlib.contextmanager
+def _batch_statistics(model: nn.Module):
+    """Train-mode forwards whose BatchNorms normalise with the batch's statistics (as training
+    does) and leave their running statistics unchanged (momentum 0)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.momentum = 0.0
+    model.train()
+    try:
+        yield
+    finally:
+        for bn, mom in zip(bns, momenta, strict=True):
+            bn.momentum = mom
+        model.train(was_training)
+
+
 @torch.no_grad()
 def calibrate_pact(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """Sets each PACT clipping level to the candidate (quantiles of ``|input|``) with the lowest
-    quantization MSE on ``x``'s activations, layer by layer in forward order. Returns name -> alpha."""
+    quantization MSE on ``x``'s activations, layer by layer in forward order. Returns name -> alpha.
+
+    The forwards normalise with ``x``'s own BatchNorm statistics, as training does: running
+    statistics describe the network before the clips changed (a float warm start, or an
+    initialisation), and in eval mode every calibrated layer would shift the inputs of the next
+    ones (seen: clips growing from 2.6 to 30 with depth on inputs of standard deviation 0.6).
+    """
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS) and getattr(m, "uses_pact", False)]
     chosen: dict[str, float] = {}
-    was_training = model.training
-    model.eval()
-    try:
+    with _batch_statistics(model):
         for name, layer in layers:  # one pass per layer: earlier layers are already calibrated
             seen: list[torch.Tensor] = []
             handle = layer.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach()))
@@ -104,8 +147,6 @@ def calibrate_pact(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
             layer.act_alpha.copy_(best.to(layer.act_alpha.dtype))
             layer.act_signed.fill_(signed)
             chosen[name] = float(best)
-    finally:
-        model.train(was_training)
     return chosen
 
 
@@ -147,8 +188,30 @@ class QuantWarmStart(BaseHook):
         self.model, self.recipe, self.data, self.batch_size = model, recipe, data, batch_size
         self.switched_at: int | None = None
         self.alphas: dict[str, float] = {}
+        set_clip_grad(model, recipe.clip_grad)
         if recipe.warm_start_epochs > 0:
             set_quantizers(model, False)
+        elif recipe.calibrate_init:
+            self._calibrate_init()
+
+    def _calibrate_init(self) -> None:
+        was_training = self.model.training
+        n_bn = max(1, self.recipe.bn_reestimate_batches)
+        try:
+            self._reestimate_bn(n_bn)
+            self._calibrate()
+            self._reestimate_bn(n_bn)
+        finally:
+            self.model.train(was_training)
+
+    def _calibrate(self) -> None:
+        device = next(self.model.parameters()).device
+        x = next(_batches(self.data, 1, max(self.batch_size, 256), device))
+        self.alphas = calibrate_pact(self.model, x)
+
+    def _reestimate_bn(self, n: int) -> None:
+        device = next(self.model.parameters()).device
+        reestimate_batchnorm(self.model, _batches(self.data, n, self.batch_size, device))
 
     def on_epoch_end(self, epoch: int) -> None:
         """Switches quantization on after the warm-start epochs."""
@@ -159,12 +222,10 @@ class QuantWarmStart(BaseHook):
         """Quantizers on; calibration and BatchNorm re-estimation as the recipe says."""
         set_quantizers(self.model, True)
         self.switched_at = epoch
-        device = next(self.model.parameters()).device
         if self.recipe.calibrate:
-            x = next(_batches(self.data, 1, max(self.batch_size, 256), device))
-            self.alphas = calibrate_pact(self.model, x)
+            self._calibrate()
         if self.recipe.bn_reestimate_batches:
-            reestimate_batchnorm(self.model, _batches(self.data, self.recipe.bn_reestimate_batches, self.batch_size, device))
+            self._reestimate_bn(self.recipe.bn_reestimate_batches)
 
     def finalize(self) -> None:
         """Never leaves a model in float: switches on if training ended inside the warm start."""
