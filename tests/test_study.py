@@ -227,6 +227,18 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     assert held["recipe"]["attack"] == picked["recipe"]["attack"], "full training keeps the study's adversarial settings"
 
 
+def test_full_training_export_keeps_the_quantized_training_recipe(tmp_path):
+    """A warm start (or any ``quant`` recipe choice) the search trained with carries into full training."""
+    from dse.study.export import resolved_recipe
+
+    path = _write(tmp_path, {**TINY_DIGITS, "recipe": {**TINY_DIGITS["recipe"], "epochs": 5,
+                                                       "quant": {"warm_start_epochs": 3, "clip_grad": "lsq"}}})
+    config = load_study_config(path)
+    search, full = resolved_recipe(config), resolved_recipe(config, full=True)
+    assert (search["epochs"], full["epochs"]) == (5, 20)
+    assert full["quant"] == search["quant"] and full["quant"]["warm_start_epochs"] == 3 and full["quant"]["clip_grad"] == "lsq"
+
+
 def test_a_listed_study_with_the_grid_sampler_trains_each_entry_once(tmp_path):
     """The campaign form (studies/campaigns/): listed candidates, each trained exactly once."""
     from dse.study.runner import run_study

@@ -55,11 +55,12 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-#: Recipe fields of the study that a full-training recipe keeps (how to train adversarially);
+#: Recipe fields of the study that a full-training recipe keeps (how to train adversarially, and
+#: how quantized candidates are trained: a warm start the search relied on must not vanish);
 #: epochs, schedule and batch size come from the data set's full recipe.
 _KEPT_FOR_FULL = (
     "method", "attack", "adv_weight", "mix_mode", "trades_beta", "fast_at_alpha", "free_replays", "attack_bn",
-    "attack_batch_steps", "channels_last", "admm_retrain_fraction",
+    "attack_batch_steps", "channels_last", "admm_retrain_fraction", "quant",
 )
 
 
