@@ -159,6 +159,23 @@ def test_lsq_clip_gradient_and_init_calibration_are_recipe_fields(digits_small):
     assert all(m.act_alpha.grad is not None and torch.isfinite(m.act_alpha.grad) for m in layers)
 
 
+def test_calibration_sees_training_statistics_and_leaves_batchnorm_and_mode_alone(digits_small):
+    """Regression: calibrating in eval mode with stale running statistics inflated the clips with depth."""
+    model = _model(quant="fixed", weight_bits=2, act_bits=2)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:  # running statistics that describe some other network (as after a float warm start)
+        bn.running_mean.fill_(0.5)
+        bn.running_var.fill_(0.01)
+    before = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum) for bn in bns]
+    model.eval()
+    alphas = calibrate_pact(model, digits_small.train.x[:128])
+    assert not model.training
+    for bn, (mean, var, momentum) in zip(bns, before, strict=True):
+        assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var) and bn.momentum == momentum
+    two_bit = [a for n, a in alphas.items() if n.startswith("blocks")]
+    assert two_bit and max(two_bit) < 6, "clips stay near the unit-variance inputs' scale at every depth"
+
+
 def test_calibration_lowers_the_activation_quantization_error(digits_small):
     model = _model(quant="fixed", weight_bits=2, act_bits=2)
     x = digits_small.train.x[:64]

@@ -32,9 +32,9 @@ precision for depthwise convolutions) are candidate keys instead (``per_channel`
 from __future__ import annotations
 
 import contextlib
-import torch
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
