@@ -94,17 +94,18 @@ def _batches(split, n: int, batch_size: int, device: torch.device):
 
 
 @contextlib.contextmanager
-def _batch_statistics(model: nn.Module):
-    """Train-mode forwards whose BatchNorms normalise with the batch's statistics (as training
-    does) and leave their running statistics unchanged (momentum 0)."""
+def _train_mode_with_momentum(model: nn.Module, momentum: float | None):
+    """Train-mode forwards with every BatchNorm's momentum set to ``momentum`` (0: normalise with
+    the batch's statistics and leave the running ones unchanged; ``None``: cumulative average);
+    the momenta and the model's mode are restored afterwards. Yields the BatchNorm layers."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]
     was_training = model.training
     for bn in bns:
-        bn.momentum = 0.0
+        bn.momentum = momentum
     model.train()
     try:
-        yield
+        yield bns
     finally:
         for bn, mom in zip(bns, momenta, strict=True):
             bn.momentum = mom
@@ -123,7 +124,7 @@ def calibrate_pact(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS) and getattr(m, "uses_pact", False)]
     chosen: dict[str, float] = {}
-    with _batch_statistics(model):
+    with _train_mode_with_momentum(model, 0.0):
         for name, layer in layers:  # one pass per layer: earlier layers are already calibrated
             seen: list[torch.Tensor] = []
             handle = layer.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach()))
@@ -154,22 +155,13 @@ def calibrate_pact(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 def reestimate_batchnorm(model: nn.Module, batches) -> int:
     """Recomputes every BatchNorm's running statistics as the average over ``batches`` (train-mode
     forwards, no gradient). Returns the number of batches used."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    was_training = model.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average over the batches
-    model.train()
     n = 0
-    try:
+    with _train_mode_with_momentum(model, None) as bns:  # cumulative moving average over the batches
+        for bn in bns:
+            bn.reset_running_stats()
         for x in batches:
             model(x)
             n += 1
-    finally:
-        for bn, mom in zip(bns, momenta, strict=True):
-            bn.momentum = mom
-        model.train(was_training)
     return n
 
 
@@ -195,14 +187,10 @@ class QuantWarmStart(BaseHook):
             self._calibrate_init()
 
     def _calibrate_init(self) -> None:
-        was_training = self.model.training
-        n_bn = max(1, self.recipe.bn_reestimate_batches)
-        try:
-            self._reestimate_bn(n_bn)
-            self._calibrate()
-            self._reestimate_bn(n_bn)
-        finally:
-            self.model.train(was_training)
+        n_bn = max(1, self.recipe.bn_reestimate_batches)  # both steps restore the model's mode
+        self._reestimate_bn(n_bn)
+        self._calibrate()
+        self._reestimate_bn(n_bn)
 
     def _calibrate(self) -> None:
         device = next(self.model.parameters()).device
