@@ -140,6 +140,40 @@ def test_a_killed_drivers_trial_is_recovered_and_a_live_ones_is_not(tmp_path):
     assert budget_used(study) == 1
 
 
+def test_an_orphan_of_a_driver_killed_between_ask_and_mark_and_a_refused_trial_leave_the_budget_whole(tmp_path):
+    """A driver killed right after ``study.ask()`` leaves a RUNNING trial with no driver mark and
+    no heartbeat: the resumed driver waits ``heartbeat_interval`` for it to be marked, then trains
+    the whole budget without giving way (it gave way, asked again and gave way again, refusing
+    candidates it never trained). A candidate whose earlier trial was refused (given way, or broke
+    a constraint) is trained when proposed again, not "reused" from a trial that holds no result."""
+    from dse.study.runner import run_study
+    from search_spaces.replay import load_table
+
+    execution = {"concurrency": 1, "cpus_per_trial": 1, "num_cpus": 1, "heartbeat_interval": 2, "grace_period": 600}
+    path = _study(tmp_path, time_scale=0.0, execution=execution)  # the orphan is not recovered during the test
+    config = load_study_config(path)
+    run_study(config, n_trials=3, show_progress=False)
+    study = open_study(config)
+    choices = load_table(config.space.options["table"]).candidates()
+    done = {t.user_attrs["candidate"]["replay"] for t in study.get_trials()}
+    refused = next(c for c in choices if c not in done)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={"replay": refused},
+        distributions={"replay": optuna.distributions.CategoricalDistribution(choices)},
+        user_attrs={"candidate": {"replay": refused}, "rejected": "the budget was filled by another driver's trials"}))
+    refused_number = study.get_trials()[-1].number
+    orphan = study.ask()
+    study.enqueue_trial({"replay": refused})
+    run_study(config, resume=True, show_progress=False)
+    trials = _trials(path)
+    trained = trained_trials(trials)
+    assert len(trained) == BUDGET
+    assert len({t.user_attrs["candidate"]["replay"] for t in trained}) == BUDGET, "a candidate was trained twice"
+    assert refused in {t.user_attrs["candidate"]["replay"] for t in trained}, "the refused trial's candidate was never trained"
+    assert [t.number for t in trials if "rejected" in t.user_attrs] == [refused_number], "the resumed driver gave way"
+    assert next(t for t in trials if t.number == orphan.number).state == optuna.trial.TrialState.RUNNING
+
+
 @pytest.mark.slow  # CI runs the SIGKILL-and-resume test of test_study.py (real training) instead
 def test_a_driver_killed_mid_trial_is_recovered_by_resume(tmp_path):
     import ray

@@ -11,9 +11,11 @@ Trials the early-stopping scheduler stopped are told PRUNED (never COMPLETE, so 
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
+import time
 import warnings
 from typing import Any
 
@@ -206,14 +208,32 @@ def searcher_class():
         def _over_budget(self, trial: optuna.Trial) -> bool:
             """Whether ``trial`` would train past the shared budget. Drivers check the budget before
             they ask, so two may ask the last slot at once; afterwards every open trial is visible,
-            and the highest-numbered ones past the budget give way (counted conservatively: trials
-            still being decided elsewhere count as training)."""
+            and the highest-numbered ones past the budget give way. Counted conservatively: a trial
+            another driver has asked but not yet marked as its own counts as training, until it is
+            marked or ``heartbeat_interval`` seconds old (then it is an orphan of a driver killed
+            between ask and mark, which recovery fails after the grace period); while such a trial
+            alone decides, this waits for it instead of giving way."""
             if self.total is None or self.claims is None:
                 return False
-            open_ = sorted(t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                           if "waits_for" not in t.user_attrs)
-            excess = finished_trials(self.study) + len(open_) - self.total
-            return excess > 0 and trial.number in open_[-excess:]
+            young = float(self.config.execution.heartbeat_interval)
+            while True:
+                now = datetime.datetime.now()
+                open_, unmarked = [], False
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    if "waits_for" in t.user_attrs:
+                        continue
+                    if "driver" not in t.user_attrs:
+                        if t.datetime_start is None or (now - t.datetime_start).total_seconds() > young:
+                            continue
+                        unmarked = True
+                    open_.append(t.number)
+                open_.sort()
+                excess = finished_trials(self.study) + len(open_) - self.total
+                if excess <= 0 or trial.number not in open_[-excess:]:
+                    return False
+                if not unmarked:
+                    return True
+                time.sleep(0.2)
 
         def _yield_to_budget(self, trial: optuna.Trial, candidate: dict[str, Any]) -> None:
             """Gives the last budget slot to another driver's trial: PRUNED with ``rejected`` (not
@@ -244,7 +264,7 @@ def searcher_class():
 
         def _completed_with(self, candidate: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-                if t.user_attrs.get("candidate") == candidate and "duplicate_of" not in t.user_attrs:
+                if t.user_attrs.get("candidate") == candidate and not {"duplicate_of", "rejected"} & t.user_attrs.keys():
                     return t
             return None
 
