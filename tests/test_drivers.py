@@ -140,6 +140,22 @@ def test_a_killed_drivers_trial_is_recovered_and_a_live_ones_is_not(tmp_path):
     assert budget_used(study) == 1
 
 
+def test_a_released_repeat_waiting_for_its_original_is_not_queued_again(tmp_path):
+    """At a driver's end, a trial training a candidate is queued again; a repeat that only waited
+    for it is not (it was queued once per ask: 50 copies of one candidate after a stop)."""
+    from dse.study.drivers import release
+
+    config = load_study_config(_study(tmp_path))
+    study = open_study(config)
+    dist = {"x": optuna.distributions.CategoricalDistribution(["a", "b"])}
+    original = study.ask(dist)
+    repeat = study.ask(dist)
+    repeat.set_user_attr("waits_for", original.number)
+    assert release(study, [original._trial_id, repeat._trial_id]) == 2
+    waiting = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.user_attrs["retry_of"] for t in waiting] == [original.number]
+
+
 def test_an_orphan_of_a_driver_killed_between_ask_and_mark_and_a_refused_trial_leave_the_budget_whole(tmp_path):
     """A driver killed right after ``study.ask()`` leaves a RUNNING trial with no driver mark and
     no heartbeat: the resumed driver waits ``heartbeat_interval`` for it to be marked, then trains

@@ -191,6 +191,55 @@ def test_grid_sampler_ordered_option_visits_the_listed_order(ordered):
     assert (seen == entries) is ordered
 
 
+def _grid_trial(study, entries, state, **user_attrs):
+    trial = study.ask()
+    value = trial.suggest_categorical("entry", entries)
+    for k, v in user_attrs.items():
+        trial.set_user_attr(k, v)
+    if state == optuna.trial.TrialState.COMPLETE:
+        study.tell(trial, [0.0, 0.0])
+    elif state != optuna.trial.TrialState.RUNNING:
+        study.tell(trial, state=state)
+    return value
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_resumed_grid_trains_exactly_the_entries_left(ordered):
+    """A resumed driver's sampler has another seed (so another shuffle of Optuna's grid): entries
+    are still told apart by value, so the resumed one proposes each entry left exactly once. An
+    interrupted trial's entry and a given-way trial's entry stay open; a failed one, a stopped one
+    and one refused by a constraint are done; a queued retry and a running trial hold theirs."""
+    from dse.study.drivers import INTERRUPTED
+    from dse.study.grid_sampler import GAVE_WAY
+    from dse.study.sampler_registry import build_sampler
+
+    entries = list(range(10))
+    states = optuna.trial.TrialState
+    study = optuna.create_study(sampler=build_sampler("grid", seed=0, options={"ordered": ordered}, grid={"entry": entries}),
+                                directions=["maximize", "maximize"])
+    done = {_grid_trial(study, entries, states.COMPLETE), _grid_trial(study, entries, states.FAIL, error="nan loss"),
+            _grid_trial(study, entries, states.PRUNED, stopped_at_epoch=1),
+            _grid_trial(study, entries, states.PRUNED, rejected="params = 9e6 breaks params <= 1e6 (known before training)")}
+    held = {_grid_trial(study, entries, states.RUNNING)}
+    reopened = {_grid_trial(study, entries, states.FAIL, error=INTERRUPTED),
+                _grid_trial(study, entries, states.PRUNED, rejected="the budget was filled", **{GAVE_WAY: True})}
+    queued = next(e for e in entries if e not in done | reopened | held)
+    study.enqueue_trial({"entry": queued})
+    held.add(queued)
+    assert len(done) == 4
+    study.sampler = build_sampler("grid", seed=123, options={"ordered": ordered}, grid={"entry": entries})
+    retry = study.ask()
+    assert retry.suggest_categorical("entry", entries) == queued, "the queued retry runs first"
+    left = sorted(set(entries) - done - held)
+    assert reopened <= set(left)
+    proposed = [_grid_trial(study, entries, states.COMPLETE) for _ in left]
+    assert sorted(proposed) == left, f"proposed {proposed}, left {left}"
+    if ordered:
+        assert proposed == left
+    again = _grid_trial(study, entries, states.COMPLETE)
+    assert again in held, "once every entry is done or taken, a taken one is proposed (dse reuses its result)"
+
+
 def test_grid_sampler_ordered_option_must_be_a_boolean():
     from dse.errors import SpecError
     from dse.study.sampler_registry import build_sampler

@@ -163,7 +163,7 @@ def _interrupt(study: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
             return False
     except optuna.exceptions.UpdateFinishedTrialError:  # another driver recovered (or finished) it
         return False
-    if t.params:
+    if t.params and "waits_for" not in t.user_attrs:  # a repeat waiting for another trial: that one is queued
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     return True
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
 
 from dse.errors import SpecError
+from dse.study.grid_sampler import ListedGridSampler
 from dse.study.samplers import ParamsFilter, ParetoLocalSearchSampler, RegularizedEvolutionSampler
 from dse.study.surrogate import FreeValues, SurrogateSampler
 
@@ -19,27 +19,6 @@ SAMPLER_NAMES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pls"
 #: The sampler of a study file that names none: the best median hypervolume after 100 trials in
 #: every setting of ``bench/search_efficiency.py`` (20 seeds; see the README's figures).
 DEFAULT_SAMPLER = "surrogate"
-
-
-class _GridSampler(optuna.samplers.GridSampler):
-    """Optuna's ``GridSampler`` without its ``study.stop()`` once the grid is covered: dse asks and
-    tells outside ``study.optimize`` (where ``stop`` raises), and the study's budget ends it.
-
-    ``ordered: true`` (option) visits the grid in its listed order (trial k trains entry k of a
-    ``listed`` space), so a campaign's first rows land first; Optuna shuffles the grid with the seed.
-    """
-
-    def __init__(self, search_space: Mapping[str, list[Any]], *, seed: int | None = None, ordered: bool = False) -> None:
-        if not isinstance(ordered, bool):
-            raise TypeError(f"ordered: expected true or false, got {ordered!r}")
-        super().__init__(search_space, seed=seed)
-        if ordered:
-            # Optuna keeps the (shuffled) grid in ``_all_grids`` and gives trial k entry k of it while
-            # unvisited entries remain; the order test in tests/test_samplers.py fails loudly if that changes.
-            self._all_grids = list(itertools.product(*self._search_space.values()))
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
 
 
 def build_sampler(
@@ -78,7 +57,7 @@ def build_sampler(
         "pls": lambda: ParetoLocalSearchSampler(seed=seed, params_filter=params_filter, **options),
         "rea": lambda: RegularizedEvolutionSampler(seed=seed, params_filter=params_filter, **options),
         "surrogate": lambda: SurrogateSampler(seed=seed, params_filter=params_filter, free_values=free_values, **options),
-        "grid": lambda: _GridSampler(dict(grid or {}), seed=seed, **options),
+        "grid": lambda: ListedGridSampler(dict(grid or {}), seed=seed, **options),
     }
     if name == "grid" and not grid:
         raise SpecError("sampler grid: only the listed space has a grid (space: {name: listed, ...})")

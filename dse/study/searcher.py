@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from dse.study.claims import CandidateClaims
 from dse.study.config import StudyConfig
 from dse.study.drivers import INTERRUPTED, budget_used, finished_trials
+from dse.study.grid_sampler import GAVE_WAY
 from dse.study.scheduling import MultiObjectiveASHA
 
 __all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "record_constraints", "searcher_class"]
@@ -241,6 +242,7 @@ def searcher_class():
             assert self.claims is not None
             self.claims.release(candidate, trial.number)
             trial.set_user_attr("rejected", "the budget was filled by another driver's trials")
+            trial.set_user_attr(GAVE_WAY, True)  # its candidate was not trained: a grid keeps the entry open
             self.study.tell(trial, state=TrialState.PRUNED)
             logger.info("trial %d gives way: the shared budget is full", trial.number)
 
