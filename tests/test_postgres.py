@@ -19,6 +19,7 @@ the PostgreSQL server binaries or the ``psycopg`` driver (``pip install -c const
 from __future__ import annotations
 
 import glob
+import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -192,3 +193,36 @@ def test_two_drivers_share_a_tabular_study_on_postgresql(server, tmp_path):
     trained = assert_each_candidate_once(trials, BUDGET)
     assert all(t.user_attrs["candidate"]["arch"] == "nb201" for t in trained)
     assert len({t.user_attrs["driver"] for t in trained}) == 2, "both drivers looked up cells"
+
+
+def _open_when_told(path: str, url: str, go, queue) -> None:  # noqa: ANN001 - multiprocessing handles
+    """Loads the study file and opens its study in ``url`` as soon as ``go`` is set; reports the error, if any."""
+    from dse.study.config import load_study_config
+    from dse.study.storage import open_study
+
+    config = load_study_config(path)
+    go.wait(60)
+    try:
+        open_study(config, url)
+        queue.put("")
+    except Exception as err:  # noqa: BLE001 - reported to the test, which fails on it
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def test_drivers_opening_a_new_database_at_once_all_get_the_study(server, tmp_path):
+    """Several drivers started together on an empty PostgreSQL database race to create Optuna's
+    schema (``relation "studies" already exists`` for the losers): each must still open the study."""
+    ctx = mp.get_context("spawn")
+    path = str(_study(tmp_path))
+    for round_ in range(2):
+        url = server.create_database(f"fresh{round_}")
+        go, queue = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_when_told, args=(path, url, go, queue)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        go.set()
+        errors = [queue.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert [e for e in errors if e] == [], f"round {round_}"
+        assert len(optuna.get_all_study_names(storage=url)) == 1

@@ -316,6 +316,37 @@ def test_run_refuses_an_existing_study_and_resume_with_nothing_left(tmp_path):
     assert outcome["complete"] == 2
 
 
+@pytest.mark.parametrize("failures", [1, 9], ids=["lost_the_race_once", "keeps_failing"])
+def test_a_driver_that_loses_the_schema_race_retries_and_a_broken_storage_fails_in_one_line(tmp_path, monkeypatch, failures):
+    """PostgreSQL answers a driver that checked for Optuna's tables just before another created them
+    with ``relation "studies" already exists`` (a ProgrammingError): that driver must retry and open
+    the study; a storage that keeps failing ends in a one-line SpecError naming it."""
+    import sqlalchemy.exc
+
+    from dse.study.storage import open_study
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    class Racing(real):
+        def __init__(self, url: str, **kwargs) -> None:
+            calls.append(url)
+            if len(calls) <= failures:
+                real(url, **kwargs)  # the winner made the schema meanwhile
+                raise sqlalchemy.exc.ProgrammingError("CREATE TABLE studies", {}, Exception('relation "studies" already exists'))
+            super().__init__(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    monkeypatch.setattr("dse.study.storage.time.sleep", lambda _s: None)
+    config = load_study_config(_nb201_study(tmp_path))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    if failures == 1:
+        assert open_study(config, url).study_name == "nb" and len(calls) == 2
+    else:
+        with pytest.raises(SpecError, match=r'cannot be opened as an Optuna study database \(relation "studies" already exists\)'):
+            open_study(config, url)
+        assert len(calls) == 5, "a bounded number of tries"
+
+
 def _study_is_ready(db: Path, name: str) -> bool:
     """Whether the driver has finished creating the storage schema and the study.
 

@@ -87,8 +87,10 @@ def _free_values(config: StudyConfig) -> Callable[[Mapping[str, Any]], dict[int,
 def _rdb(url: str, heartbeat_interval: int, grace: int) -> optuna.storages.RDBStorage:
     """The storage, with heartbeats on (several drivers on one study: see :mod:`dse.study.drivers`).
 
-    Two drivers opening a new storage at the same moment race to create its schema (one gets an
-    IntegrityError on Optuna's version row): the loser retries, and then finds the schema made.
+    Two drivers opening a new storage at the same moment race to create its schema: the loser gets
+    an IntegrityError (Optuna's version row; PostgreSQL's catalog) or, on PostgreSQL, a
+    ProgrammingError (``relation "studies" already exists``, when it checked before the winner
+    committed). It retries, and then finds the schema made; a storage that keeps failing raises.
     """
     import sqlalchemy.exc
 
@@ -100,7 +102,7 @@ def _rdb(url: str, heartbeat_interval: int, grace: int) -> optuna.storages.RDBSt
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace,
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
