@@ -195,7 +195,7 @@ def test_two_drivers_share_a_tabular_study_on_postgresql(server, tmp_path):
     assert len({t.user_attrs["driver"] for t in trained}) == 2, "both drivers looked up cells"
 
 
-def _open_when_told(path: str, url: str, go, queue) -> None:  # noqa: ANN001 - multiprocessing handles
+def _open_when_told(path: str, url: str, go, queue) -> None:
     """Loads the study file and opens its study in ``url`` as soon as ``go`` is set; reports the error, if any."""
     from dse.study.config import load_study_config
     from dse.study.storage import open_study

@@ -336,7 +336,7 @@ def test_a_driver_that_loses_the_schema_race_retries_and_a_broken_storage_fails_
             super().__init__(url, **kwargs)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
-    monkeypatch.setattr("dse.study.storage.time.sleep", lambda _s: None)
+    monkeypatch.setattr("dse.study.schema_race.time.sleep", lambda _s: None)
     config = load_study_config(_nb201_study(tmp_path))
     url = f"sqlite:///{tmp_path / 'study.db'}"
     if failures == 1:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 import sqlalchemy as sa
+
+from dse.study.schema_race import retry_schema_race
 
 __all__ = ["CandidateClaims", "candidate_key"]
 
@@ -64,14 +65,7 @@ class CandidateClaims:
 
     def _create_table(self) -> None:
         # Two drivers may create the table at the same moment: the loser sees it made on retry.
-        for attempt in range(5):
-            try:
-                _METADATA.create_all(self.engine, checkfirst=True)
-                return
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        retry_schema_race(lambda: _METADATA.create_all(self.engine, checkfirst=True), pause=0.2)
 
     def claim(self, candidate: dict[str, Any], trial_number: int) -> int | None:
         """Claims ``candidate`` for trial ``trial_number``.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ import sqlalchemy.exc
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.sampler_registry import build_sampler
+from dse.study.schema_race import retry_schema_race
 
 __all__ = ["make_sampler", "open_study"]
 
@@ -87,26 +87,18 @@ def _free_values(config: StudyConfig) -> Callable[[Mapping[str, Any]], dict[int,
 def _rdb(url: str, heartbeat_interval: int, grace: int) -> optuna.storages.RDBStorage:
     """The storage, with heartbeats on (several drivers on one study: see :mod:`dse.study.drivers`).
 
-    Two drivers opening a new storage at the same moment race to create its schema: the loser gets
-    an IntegrityError (Optuna's version row; PostgreSQL's catalog) or, on PostgreSQL, a
-    ProgrammingError (``relation "studies" already exists``, when it checked before the winner
-    committed). It retries, and then finds the schema made; a storage that keeps failing raises.
+    Two drivers opening a new storage at the same moment race to create its schema: the loser
+    retries (see :func:`dse.study.schema_race.retry_schema_race`) and then finds the schema made.
     """
-    import sqlalchemy.exc
-
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace,
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return retry_schema_race(
+        lambda: optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace,
+        ),
+        pause=0.5,
+    )
 
 
 def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> optuna.Study:
