@@ -41,6 +41,7 @@ def run_study(
     n_trials: int | None = None,
     storage: str | None = None,
     resume: bool = False,
+    retry_failed: bool = False,
     with_report: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def run_study(
         n_trials: Overrides ``budget.n_trials`` (the total, counting finished trials).
         storage: Overrides the storage URL.
         resume: Continue a study that already has trials.
+        retry_failed: With ``resume``, queue again the candidates of trials that failed (as
+            ``dse resume --retry-failed`` does).
         with_report: Also write the HTML report (its path under ``"report"``).
         progress: Show the progress bar.
 
@@ -63,7 +66,7 @@ def run_study(
 
     config = load_study(study)
     check_runnable(config, where=str(study) if isinstance(study, (str, os.PathLike)) else f"study {config.name}")
-    result = dict(_run(config, n_trials=n_trials, storage=storage, resume=resume, show_progress=progress))
+    result = dict(_run(config, n_trials=n_trials, storage=storage, resume=resume, retry=retry_failed, show_progress=progress))
     if with_report:
         result["report"] = str(write_report(study if isinstance(study, (str, os.PathLike)) else config, storage=storage))
     return result

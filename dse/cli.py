@@ -134,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
         p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+        if name == "resume":
+            p.add_argument("--retry-failed", action="store_true",
+                           help="train again the candidates of trials that failed (a lost worker, memory, a bug fixed since); "
+                                "their failures stop counting against the budget")
 
     p = sub.add_parser("report", help="write the study's HTML report (Pareto fronts, hypervolume, dynamics, table)")
     p.add_argument("study", help="study YAML file")
@@ -364,7 +368,8 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
     from dse.study.preflight import check_runnable
 
     check_runnable(config, where=args.study, address=args.address)
-    outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume)
+    outcome = run_study(config, n_trials=args.n_trials, storage=args.storage, address=args.address, resume=resume,
+                          retry=getattr(args, "retry_failed", False))
     result = dict(outcome)
     from dse.study.summary import pareto_table
     from dse.study.tables import load_tables
@@ -376,8 +381,9 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
         logger.info("%s", line.replace("STUDY", args.study))
     stopped = f", {result['stopped']} stopped early (saving {result['epochs_saved']} epochs)" if config.scheduler.name != "fifo" else ""
     logger.info(
-        "study %s: %d complete%s, %d failed, Pareto set of %d; table %s%s",
-        config.name, result["complete"], stopped, result["failed"], result["pareto"], result["table"],
+        "study %s: %d complete%s, %d failed%s, Pareto set of %d; table %s%s",
+        config.name, result["complete"], stopped, result["failed"],
+        f" ({result['retried']} earlier failures retried)" if result.get("retried") else "", result["pareto"], result["table"],
         f"; report {result['report']}" if "report" in result else "",
     )
     return result

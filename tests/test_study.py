@@ -180,14 +180,34 @@ def test_tabular_study_through_ray_tune(tmp_path):
     assert len(study.trials[0].values) == 2
 
 
-def test_failing_trials_are_recorded_and_the_study_goes_on(tmp_path):
+def test_failing_trials_are_recorded_and_the_study_goes_on_and_resume_can_retry_them(tmp_path, capsys):
+    from dse.cli import main
     from dse.study.runner import run_study
 
-    config = load_study_config(_nb201_study(tmp_path, lookup={"root": str(tmp_path / "missing")}, budget={"n_trials": 3}))
+    path = _nb201_study(tmp_path, lookup={"root": str(tmp_path / "missing")}, budget={"n_trials": 3})
+    config = load_study_config(path)
     outcome = run_study(config, show_progress=False)
     assert outcome["failed"] == 3 and outcome["complete"] == 0
     table = pd.read_csv(outcome["table"])
     assert table["error"].str.contains("missing").all()
+    failed = {json.dumps(t.params, sort_keys=True) for t in optuna.load_study(study_name=config.name, storage=config.storage_url()).trials}
+    assert len(failed) == 3
+    # failures count against the budget: a plain resume has nothing to run
+    assert run_study(config, resume=True, show_progress=False)["failed"] == 3
+    # the cause is fixed (the table appears): --retry-failed trains exactly those candidates again, once
+    synthetic_nb201_table(tmp_path / "missing")
+    assert main(["resume", str(path), "--retry-failed", "--no-report", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["complete"], result["failed"], result["retried"], result["repeats"]) == (3, 0, 3, 0), result
+    trials = optuna.load_study(study_name=config.name, storage=config.storage_url()).trials
+    retries = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {json.dumps(t.params, sort_keys=True) for t in retries} == failed
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [0, 1, 2]
+    assert len(trials) == 6, "the failed trials stay in the storage beside their retries"
+    # nothing left to retry, and the budget is whole
+    assert main(["resume", str(path), "--retry-failed", "--no-report", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["complete"], again["retried"]) == (3, 3) and len(optuna.load_study(study_name=config.name, storage=config.storage_url()).trials) == 6
 
 
 def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys):

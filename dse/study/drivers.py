@@ -19,6 +19,7 @@ accessor) and the rest is done here.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,8 @@ __all__ = [
     "finished_trials",
     "recover_interrupted",
     "release",
+    "retried",
+    "retry_failed",
     "trial_counts",
 ]
 
@@ -50,9 +53,17 @@ def driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def retried(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials whose candidate a later trial trains again (its ``retry_of``)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
 def trial_counts(study: optuna.Study) -> dict[str, int]:
-    """Complete, repeats, stopped, rejected, failed, running and claimed (being trained) trials."""
+    """Complete, repeats, stopped, rejected, failed (not retried), retried (failed, then queued
+    again by :func:`retry_failed`), running and claimed (being trained) trials."""
     trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    own_failures = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED]
     distinct_pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs and "rejected" not in t.user_attrs]
     return {
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
@@ -60,7 +71,8 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "stopped": len(distinct_pruned),
         "rejected": sum(t.state == TrialState.PRUNED and "rejected" in t.user_attrs for t in trials),
         "epochs_saved": sum(int(t.user_attrs.get("epochs_saved", 0)) for t in distinct_pruned),
-        "failed": sum(t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED for t in trials),
+        "failed": sum(t.number not in again for t in own_failures),
+        "retried": sum(t.number in again for t in own_failures),
         "running": sum(t.state == TrialState.RUNNING for t in trials),
         "claimed": sum(t.state == TrialState.RUNNING and "driver" in t.user_attrs and "waits_for" not in t.user_attrs for t in trials),
     }
@@ -143,6 +155,33 @@ def recover_interrupted(study: optuna.Study, *, grace: float = 0.0) -> int:
     if n:
         logger.warning("marked %d interrupted trial(s) as failed and queued their candidates again", n)
     return n
+
+
+def retry_failed(study: optuna.Study) -> int:
+    """Queues again the candidate of each trial that failed for a reason of its own (not an
+    interrupted one: those are queued already) and was not retried yet, once per candidate and
+    only when no trial has it complete, running or queued: ``dse resume --retry-failed``, after
+    failures that were not the candidate's fault (a Ray worker lost, memory, a bug fixed since).
+    The failed trials stay in the storage with their error; they no longer count against the
+    budget, their retries do. Returns how many candidates were queued."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    held = {_params_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    n = 0
+    for t in trials:
+        if (t.state != TrialState.FAIL or t.user_attrs.get("error") == INTERRUPTED or t.number in again or not t.params
+                or {"waits_for", "duplicate_of"} & t.user_attrs.keys() or _params_key(t.params) in held):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        held.add(_params_key(t.params))
+        n += 1
+    if n:
+        logger.warning("queued the candidates of %d failed trial(s) again (--retry-failed)", n)
+    return n
+
+
+def _params_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def release(study: optuna.Study, trial_ids: Iterable[int]) -> int:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
 from dse.study.scheduling import MultiObjectiveASHA, rung_vector
-from dse.study.drivers import Heartbeat, budget_used, driver_id, finished_trials, recover_interrupted, release, trial_counts
+from dse.study.drivers import Heartbeat, budget_used, driver_id, finished_trials, recover_interrupted, release, retry_failed, trial_counts
 from dse.study.searcher import searcher_class
 from dse.study.summary import best_so_far, pareto_size
 from dse.study.storage import make_sampler, open_study
@@ -67,7 +67,7 @@ class _Progress:
 
 class StudyOutcome(dict):
     """What a run ended with: distinct complete trials, repeats (reused results), trials stopped
-    early and the epochs that saved, failed trials, the Pareto-set size, the storage and the table paths."""
+    early and the epochs that saved, failed trials (and failed ones retried), the Pareto-set size, the storage and the table paths."""
 
 
 def make_scheduler(config: StudyConfig, study: optuna.Study | None = None) -> MultiObjectiveASHA | None:
@@ -120,6 +120,7 @@ def run_study(
     storage: str | None = None,
     address: str | None = None,
     resume: bool = False,
+    retry: bool = False,
     show_progress: bool = True,
 ) -> StudyOutcome:
     """Runs (or resumes) a study until its budget of finished trials is reached.
@@ -130,6 +131,8 @@ def run_study(
         storage: Overrides the storage URL.
         address: A Ray cluster address (``ray start --head`` prints it); default: local Ray.
         resume: Continue an existing study; without it, a study that already has trials is an error.
+        retry: With ``resume``: queue again the candidates of trials that failed (see
+            :func:`~dse.study.drivers.retry_failed`); their failures stop counting against the budget.
         show_progress: Show the progress bar.
 
     Returns:
@@ -156,6 +159,10 @@ def run_study(
         study.sampler = make_sampler(config, seed_offset=len(existing))
     ex = config.execution
     recover_interrupted(study, grace=ex.grace())  # only trials whose driver is gone; live drivers keep theirs
+    if retry:
+        if not resume:
+            raise SpecError("retrying failed trials needs an existing study: use it with `dse resume`")
+        retry_failed(study)
     total = n_trials or config.budget.n_trials
     remaining = total - budget_used(study)
     out_dir = config.out_dir()
@@ -205,6 +212,7 @@ def run_study(
         rejected=c["rejected"],
         epochs_saved=c["epochs_saved"],
         failed=c["failed"],
+        retried=c["retried"],
         pareto=pareto_size(study),
         storage=storage or config.storage_url(),
         **paths,
