@@ -214,7 +214,8 @@ def test_training_study_through_ray_tune_then_export_and_train(tmp_path, capsys)
     """A few real (tiny) adversarial-training trials through Ray Tune on the CPU."""
     from dse.cli import main
 
-    path = _write(tmp_path, {**TINY_DIGITS, "eval": {"attack": {"steps": 2}, "max_samples": 30}})  # with the checks
+    # with the checks (every one; Square on fewer queries than the default: it is tested in tests/test_suites.py)
+    path = _write(tmp_path, {**TINY_DIGITS, "eval": {"attack": {"steps": 2}, "max_samples": 30, "checks": {"square_queries": 100}}})
     assert main(["run", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["complete"] == 3, result
