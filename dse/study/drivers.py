@@ -19,7 +19,6 @@ accessor) and the rest is done here.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import socket
@@ -30,12 +29,15 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.trial import TrialState
 
+from dse.study.claims import candidate_key
+
 __all__ = [
     "INTERRUPTED",
     "Heartbeat",
     "budget_used",
     "driver_id",
     "finished_trials",
+    "own_failure",
     "recover_interrupted",
     "release",
     "retried",
@@ -53,6 +55,12 @@ def driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def own_failure(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that failed for a reason of its own: FAIL, and not marked interrupted (whose
+    candidate is queued again by :func:`recover_interrupted` / :func:`release`)."""
+    return t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED
+
+
 def retried(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of the trials whose candidate a later trial trains again (its ``retry_of``)."""
     return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
@@ -63,7 +71,7 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     again by :func:`retry_failed`), running and claimed (being trained) trials."""
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
-    own_failures = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED]
+    own_failures = [t for t in trials if own_failure(t)]
     distinct_pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs and "rejected" not in t.user_attrs]
     return {
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
@@ -166,22 +174,23 @@ def retry_failed(study: optuna.Study) -> int:
     budget, their retries do. Returns how many candidates were queued."""
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
-    held = {_params_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    held = {candidate_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
     n = 0
     for t in trials:
-        if (t.state != TrialState.FAIL or t.user_attrs.get("error") == INTERRUPTED or t.number in again or not t.params
-                or {"waits_for", "duplicate_of"} & t.user_attrs.keys() or _params_key(t.params) in held):
+        if (not own_failure(t) or t.number in again or not t.params
+                or {"waits_for", "duplicate_of"} & t.user_attrs.keys() or candidate_key(t.params) in held):
             continue
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        held.add(_params_key(t.params))
+        _queue_again(study, t)
+        held.add(candidate_key(t.params))
         n += 1
     if n:
         logger.warning("queued the candidates of %d failed trial(s) again (--retry-failed)", n)
     return n
 
 
-def _params_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
+def _queue_again(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    """Queues ``t``'s candidate again, the new trial naming ``t`` in ``retry_of``."""
+    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
 
 def release(study: optuna.Study, trial_ids: Iterable[int]) -> int:
@@ -203,7 +212,7 @@ def _interrupt(study: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
     except optuna.exceptions.UpdateFinishedTrialError:  # another driver recovered (or finished) it
         return False
     if t.params and "waits_for" not in t.user_attrs:  # a repeat waiting for another trial: that one is queued
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        _queue_again(study, t)
     return True
 
 

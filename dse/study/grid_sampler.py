@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dse.study.drivers import INTERRUPTED
+from dse.study.drivers import own_failure
 
 __all__ = ["GAVE_WAY", "ListedGridSampler"]
 
@@ -107,7 +107,7 @@ def _done(t: FrozenTrial) -> bool:
     """Whether a finished trial settles its entry: not when it was interrupted (its candidate is
     queued again) or gave way to another driver's trial."""
     if t.state == TrialState.FAIL:
-        return t.user_attrs.get("error") != INTERRUPTED
+        return own_failure(t)
     if t.state == TrialState.PRUNED:
         return not t.user_attrs.get(GAVE_WAY)
     return t.state == TrialState.COMPLETE
