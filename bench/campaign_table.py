@@ -14,6 +14,9 @@ from the committed rows::
 Columns are those of ``trials.csv``: objectives and metrics by name, each suite attack's own robust
 accuracy as ``attack.NAME``. ``--skip FILE:N,M`` leaves out trials ``N`` and ``M`` of the CSV named
 ``FILE`` (rows superseded by a rerun after a fix, which ``docs/reproduction.md`` names).
+``--order STUDY.yaml`` prints the rows in the order of that study's listed candidates (its
+``space.options.candidates``; the others after them, in the order they appear), not in the order
+the first CSV happens to have them (trial numbers, which follow completion and retries).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import math
 import statistics
 import sys
 from pathlib import Path
+
+import yaml
 
 
 def _label(candidate: dict) -> str:
@@ -63,14 +68,30 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f} ({each})"
 
 
-def campaign_table(paths: list[Path], columns: list[str], skip: dict[str, set[str]] | None = None) -> str:
-    """The markdown table (see the module docstring); ``skip``: file name -> trial numbers left out."""
+def listed_order(study: Path) -> list[dict]:
+    """The candidates a listed-space study file names, in its order."""
+    if not study.is_file():
+        raise SystemExit(f"campaign_table: {study}: no such file")
+    data = yaml.safe_load(study.read_text()) or {}
+    candidates = ((data.get("space") or {}).get("options") or {}).get("candidates")
+    if not isinstance(candidates, list):
+        raise SystemExit(f"campaign_table: {study}: space.options.candidates: expected the list of a listed space")
+    return candidates
+
+
+def campaign_table(paths: list[Path], columns: list[str], skip: dict[str, set[str]] | None = None,
+                   order: list[dict] | None = None) -> str:
+    """The markdown table (see the module docstring); ``skip``: file name -> trial numbers left out;
+    ``order``: candidates whose rows come first, in this order."""
     groups: dict[str, dict] = {}
     for path in paths:
         for row in _read(path, frozenset((skip or {}).get(path.name, ()))):
             key = json.dumps(row["_candidate"], sort_keys=True)
             group = groups.setdefault(key, {"candidate": row["_candidate"], "rows": []})
             group["rows"].append(row)
+    if order:
+        rank = {json.dumps(c, sort_keys=True): i for i, c in enumerate(order)}
+        groups = dict(sorted(groups.items(), key=lambda kv: rank.get(kv[0], len(rank))))  # stable: the rest keep theirs
     lines = ["| candidate | seeds | " + " | ".join(columns) + " | masking flags |",
              "|---" * (len(columns) + 3) + "|"]
     for group in groups.values():
@@ -94,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("csvs", nargs="+", type=Path, help="trials.csv of each seed's study")
     parser.add_argument("--columns", default="natural_acc,robust_acc", help="comma-separated trials.csv columns")
     parser.add_argument("--skip", action="append", default=[], metavar="FILE:N,M", help="leave out these trials of FILE")
+    parser.add_argument("--order", type=Path, metavar="STUDY.yaml", help="rows in the order of this study's listed candidates")
     args = parser.parse_args(argv)
     skip: dict[str, set[str]] = {}
     for item in args.skip:
@@ -101,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not numbers:
             raise SystemExit(f"campaign_table: --skip {item!r}: expected FILE:N[,M...]")
         skip.setdefault(Path(name).name, set()).update(n.strip() for n in numbers.split(","))
-    print(campaign_table(args.csvs, [c.strip() for c in args.columns.split(",") if c.strip()], skip))
+    order = listed_order(args.order) if args.order else None
+    print(campaign_table(args.csvs, [c.strip() for c in args.columns.split(",") if c.strip()], skip, order))
     return 0
 
 

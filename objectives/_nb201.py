@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError
 
 from dse.errors import DataError, SpecError, one_line_error
 from dse.models.nb201 import NB201Config, nb201_params, parse_cell

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import load_bench
 
@@ -49,3 +50,17 @@ def test_skipped_trials_are_left_out(tmp_path):
     a = _csv(tmp_path / "s0.csv", [(DENSE, "COMPLETE", 0.9, 0.7, ""), (PRUNED, "COMPLETE", 0.1, 0.1, "")])
     out = table.campaign_table([a], ["natural_acc"], {"s0.csv": {"1"}}).splitlines()
     assert len(out) == 3 and "admm" not in "\n".join(out)
+
+
+def test_order_follows_the_studys_listed_candidates(tmp_path):
+    a = _csv(tmp_path / "s0.csv", [(PRUNED, "COMPLETE", 0.8, 0.5, ""), (DENSE, "COMPLETE", 0.9, 0.7, "")])
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"space": {"name": "listed", "options": {"candidates": [DENSE, PRUNED]}}}))
+    unordered = table.campaign_table([a], ["natural_acc"]).splitlines()
+    assert "admm" in unordered[2], "without --order: the CSV's order"
+    ordered = table.campaign_table([a], ["natural_acc"], order=table.listed_order(study)).splitlines()
+    assert "admm" not in ordered[2] and "admm" in ordered[3]
+    assert sorted(ordered) == sorted(unordered), "the same rows"
+    study.write_text(yaml.safe_dump({"space": {"name": "mobilenet_tiny"}}))
+    with pytest.raises(SystemExit, match="space.options.candidates"):
+        table.listed_order(study)

@@ -288,7 +288,7 @@ def test_rescore_the_front_with_the_standard_suite(tmp_path, capsys):
     path = _write(tmp_path, study)
     assert main(["run", str(path), "--no-report", "--json"]) == 0
     capsys.readouterr()
-    assert main(["rescore", str(path), "--suite", "standard", "--trials", "0,1", "--eval-samples", "20", "--json"]) == 0
+    assert main(["rescore", str(path), "--suite", "standard", "--trials", "0,1", "--eval-samples", "20", "--cascade", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = {r["number"]: r for r in result["trials"]}
     assert set(rows) == {0, 1}

@@ -35,7 +35,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
-from dse.errors import SpecError
 from dse.study.pareto import non_dominated_mask
 
 __all__ = [

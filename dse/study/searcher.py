@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from dse.study.claims import CandidateClaims
 from dse.study.config import StudyConfig
-from dse.study.drivers import INTERRUPTED, budget_used, finished_trials
+from dse.study.drivers import budget_used, finished_trials
 from dse.study.grid_sampler import GAVE_WAY
 from dse.study.scheduling import MultiObjectiveASHA
 

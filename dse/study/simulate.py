@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from dse.errors import SpecError
 from dse.study.config import StudyConfig
