@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dse.compress.freeze import cached_weights
 from dse.compress.hooks import TrainingHook
 from dse.compress.warm_start import CLIP_PARAMETERS
 from dse.data import Dataset, Split, iterate_batches, random_crop_flip
@@ -160,10 +161,12 @@ def _multi_step(run: _Run, model: nn.Module, folded: FoldedBatchNorm | None, rec
     """A multi-step training attack: its first steps on :func:`_attack_view`, its last
     ``recipe.attack_batch_steps`` on the model with batch statistics, continuing from there."""
     steps, last = recipe.train_attack().steps, recipe.attack_batch_steps
-    with _attack_precision(recipe, x), _attack_view(model, folded, recipe, x) as (attacker, bn):
+    # the weights stay as they are for the attack's steps: quantized once (dse.compress.freeze)
+    with _attack_precision(recipe, x), cached_weights(model), \
+            _attack_view(model, folded, recipe, x) as (attacker, bn):
         x_adv = run(attacker, bn, steps - last, None)
     if last:
-        with _attack_precision(recipe, x):
+        with _attack_precision(recipe, x), cached_weights(model):
             x_adv = run(model, "batch", last, x_adv)
     return x_adv
 
@@ -208,7 +211,8 @@ def _adversarial_loss(
 
     def craft(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         if recipe.method == "fast_at":
-            with _attack_precision(recipe, xs), _attack_view(model, folded, recipe, xs) as (attacker, bn):
+            with _attack_precision(recipe, xs), cached_weights(model), \
+                    _attack_view(model, folded, recipe, xs) as (attacker, bn):
                 alpha = recipe.fast_at_alpha or 1.25 * attack.eps
                 return fgsm(
                     attacker, xs, ys, eps=attack.eps, norm=attack.norm, random_start=True, alpha=alpha,

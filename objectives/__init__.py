@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from dse.compress.freeze import cached_weights
 from dse.data import Split
 from dse.errors import SpecError, did_you_mean
 from dse.robust.config import AttackConfig
@@ -155,7 +156,8 @@ def evaluate_objectives(
     if names is None:  # every objective that needs no extra (see Objective.extra)
         names = [n for n, o in OBJECTIVES.items() if o.extra is None]
     selected = [get_objective(n) for n in names]
-    return {o.name: o(model, data, settings, cache=cache) for o in selected}
+    with cached_weights(model):  # the weights stay as they are: quantized once, not per forward
+        return {o.name: o(model, data, settings, cache=cache) for o in selected}
 
 
 def check_masking(
@@ -176,10 +178,11 @@ def check_masking(
     if logits is not None and len(logits["y"]) >= k:
         robust = (logits["clean"].argmax(1) == logits["y"]) & (logits["adv"].argmax(1) == logits["y"])
         white_box = robust[:k].float().mean().item()
-    return masking_checks(  # on the BatchNorm-folded view, as the evaluation itself (the same function)
-        fold_batchnorm(model) or model, data, attack=settings.attack, settings=settings.checks, white_box_acc=white_box,
-        batch_size=settings.batch_size, seed=settings.seed,
-    )
+    with cached_weights(model):  # the weights stay as they are: quantized once, not per forward
+        return masking_checks(  # on the BatchNorm-folded view, as the evaluation itself (the same function)
+            fold_batchnorm(model) or model, data, attack=settings.attack, settings=settings.checks,
+            white_box_acc=white_box, batch_size=settings.batch_size, seed=settings.seed,
+        )
 
 
 def objective_direction(name: str) -> str:

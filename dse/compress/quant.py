@@ -181,6 +181,9 @@ class _QuantMixin:
     weight: nn.Parameter
     #: While frozen (:func:`dse.compress.freeze.frozen`): the weights computed with, a constant.
     frozen_weight: Tensor | None = None
+    #: While :func:`dse.compress.freeze.cached_weights` holds: the quantized weights computed once,
+    #: detached (passes that need no weight gradient: attacks, evaluation); nothing else changes.
+    weight_cache: Tensor | None = None
     #: False while a recipe's float warm start runs (:mod:`dse.compress.warm_start`): the layer
     #: then computes in float (weights and inputs unquantized).
     quant_enabled: bool = True
@@ -242,6 +245,8 @@ class _QuantMixin:
         """The weights the layer computes with (differentiable through the STEs)."""
         if self.frozen_weight is not None:
             return self.frozen_weight
+        if self.weight_cache is not None:
+            return self.weight_cache
         w = self.weight
         if not self.quant_enabled:
             return w

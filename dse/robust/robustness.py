@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from dse.compress.freeze import cached_weights
 from dse.data import Split
 from dse.robust.curves import eps_curve, step_size_curve
 from dse.robust.evaluate import Predictions
@@ -49,6 +50,12 @@ def robustness_report(
         ``masking_flags`` (empty when every check passes), ``checks``, and with ``curves``,
         ``eps_curve`` and ``step_size_curve``.
     """
+    with cached_weights(model):  # the weights stay as they are: quantized once, not per forward
+        return _report(model, data, settings, curves=curves, checks=checks, cache=cache)
+
+
+def _report(model: nn.Module, data: Split, settings: Any, *, curves: bool, checks: bool,
+            cache: dict[str, Any] | None) -> dict[str, Any]:
     suite = settings.suite or "quick"
     # Attacks run in eval mode, where BatchNorm is an affine map: folded into the convolutions, the
     # same function costs about half (dse.robust.fold); every figure below is measured on it.
