@@ -23,8 +23,10 @@ full precision with ``first_last_bits = 32``), whatever the mode.
 
 Choices (documented here once):
 
-* Weight quantizers are per layer (one scale per tensor), so a ``k``-bit fixed layer has at most
-  ``2^k`` distinct weight values and an ``M``-base MBN layer at most ``2^M``.
+* Weight quantizers are per layer (one scale per tensor) by default, so a ``k``-bit fixed layer has
+  at most ``2^k`` distinct weight values and an ``M``-base MBN layer at most ``2^M``; with
+  ``per_channel`` (``fixed`` and ``mbn``) each output channel has its own scale (its own ``2^k`` or
+  ``2^M`` values).
 * PACT activations on signed inputs: a layer's input is treated as signed (symmetric PACT, clip to
   ``[-alpha, alpha]``, ``2^k`` uniform levels) once any input it has seen had a negative value.
   The flag ``act_signed`` is a persistent buffer, sticky (never reset) and updated at every
