@@ -232,10 +232,15 @@ def test_a_resumed_grid_trains_exactly_the_entries_left(ordered):
     assert retry.suggest_categorical("entry", entries) == queued, "the queued retry runs first"
     left = sorted(set(entries) - done - held)
     assert reopened <= set(left)
+    assert not study.sampler.covered(study), "entries are left"
     proposed = [_grid_trial(study, entries, states.COMPLETE) for _ in left]
     assert sorted(proposed) == left, f"proposed {proposed}, left {left}"
     if ordered:
         assert proposed == left
+    assert study.sampler.covered(study), "every entry done or running: dse stops asking"
+    study.enqueue_trial({"entry": proposed[0]})
+    assert not study.sampler.covered(study), "a queued trial still waits to be asked for"
+    assert _grid_trial(study, entries, states.COMPLETE) == proposed[0]
     again = _grid_trial(study, entries, states.COMPLETE)
     assert again in held, "once every entry is done or taken, a taken one is proposed (dse reuses its result)"
 

@@ -261,7 +261,8 @@ def test_full_training_export_keeps_the_quantized_training_recipe(tmp_path):
 
 
 def test_a_listed_study_with_the_grid_sampler_trains_each_entry_once(tmp_path):
-    """The campaign form (studies/campaigns/): listed candidates, each trained exactly once."""
+    """The campaign form (studies/campaigns/): listed candidates, each trained exactly once; a budget
+    larger than the list ends when every entry is done (no repeats proposed)."""
     from dse.study.runner import run_study
 
     entries = [{"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1},
@@ -270,6 +271,7 @@ def test_a_listed_study_with_the_grid_sampler_trains_each_entry_once(tmp_path):
                {"arch": "mobilenet_tiny", "width_mult": 0.1, "expand_ratio": 1, "quant": "mbn", "weight_bases": 2, "act_bases": 1,
                 "depthwise_bits": 8}]
     path = _write(tmp_path, {**TINY_DIGITS, "space": {"name": "listed", "options": {"candidates": entries}},
+                             "budget": {"n_trials": 5},
                              "sampler": {"name": "grid", "seed": 0}, "recipe": {**TINY_DIGITS["recipe"], "method": "natural",
                              "epochs": 2, "quant": {"warm_start_epochs": 1}}})
     outcome = run_study(load_study_config(path), show_progress=False)

@@ -71,6 +71,20 @@ class ListedGridSampler(optuna.samplers.GridSampler):
 
     def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
         """Entries no trial has done or taken; when none is left, the taken ones (Optuna's rule)."""
+        done, taken = self._settled(study)
+        all_ = set(range(self._n_min_trials))
+        return sorted(all_ - done - taken) or sorted(all_ - done)
+
+    def covered(self, study: optuna.Study) -> bool:
+        """Whether every entry is done or taken (running, or queued) and no queued trial waits:
+        then anything proposed would repeat an entry, and dse stops asking (its running trials
+        finish; an entry whose trial fails for a reason of its own waits for ``--retry-failed``)."""
+        done, taken = self._settled(study)
+        waiting = any(t.state == TrialState.WAITING for t in study._storage.get_all_trials(study._study_id, deepcopy=False))
+        return not waiting and len(done | taken) >= self._n_min_trials
+
+    def _settled(self, study: optuna.Study) -> tuple[set[int], set[int]]:
+        """The entries done and the entries taken (running or queued) by the study's trials."""
         done: set[int] = set()
         taken: set[int] = set()
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
@@ -81,8 +95,7 @@ class ListedGridSampler(optuna.samplers.GridSampler):
                 taken.add(i)
             elif _done(t):
                 done.add(i)
-        all_ = set(range(self._n_min_trials))
-        return sorted(all_ - done - taken) or sorted(all_ - done)
+        return done, taken
 
     def _entry(self, t: FrozenTrial) -> int | None:
         """The grid entry ``t`` trains (None: not one of this grid's)."""

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from dse.study.claims import CandidateClaims
 from dse.study.config import StudyConfig
 from dse.study.drivers import budget_used, finished_trials
-from dse.study.grid_sampler import GAVE_WAY
+from dse.study.grid_sampler import GAVE_WAY, ListedGridSampler
 from dse.study.scheduling import MultiObjectiveASHA
 
 __all__ = ["HISTORY_KEYS", "MASKING_ATTRS", "MAX_REPEATED_ASKS", "STOP_ATTRS", "constraint_breaches", "history_row", "known_metrics", "precheck_values", "record_constraints", "searcher_class"]
@@ -136,6 +136,9 @@ def searcher_class():
             while True:
                 if repeats and self.total is not None and budget_used(self.study) >= self.total:
                     return Searcher.FINISHED  # another driver's trials filled the budget while this one looked
+                if isinstance(self.study.sampler, ListedGridSampler) and self.study.sampler.covered(self.study):
+                    logger.info("every entry of the grid is done or being trained: nothing left to propose")
+                    return Searcher.FINISHED
                 with warnings.catch_warnings():  # heartbeats are recorded by dse.study.drivers.Heartbeat
                     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                     trial = self.study.ask()
