@@ -131,8 +131,8 @@ def test_adversarial_training_is_bitwise_the_same_with_the_cache(digits, monkeyp
 def test_evaluation_and_checks_are_the_same_with_the_cache(digits, monkeypatch):
     model = _model(CANDIDATES["MBN 3x1 per channel"]).eval()
     settings = objectives.default_eval_settings("digits")
-    checks = dataclasses.replace(settings.checks, strong_steps=10, strong_restarts=1, square_queries=50)
-    settings = dataclasses.replace(settings, max_samples=16, checks=checks)
+    checks = dataclasses.replace(settings.checks, strong_steps=10, strong_restarts=1, square_queries=50, eps_multiples=(1.0, 2.0))
+    settings = dataclasses.replace(settings, max_samples=16, checks=checks, attack=dataclasses.replace(settings.attack, steps=5))
     results = []
     for patch in (False, True):
         if patch:
