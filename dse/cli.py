@@ -386,6 +386,9 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool = False) -> dict[str, Any
         f" ({result['retried']} earlier failures retried)" if result.get("retried") else "", result["pareto"], result["table"],
         f"; report {result['report']}" if "report" in result else "",
     )
+    if result["failed"]:
+        logger.warning("%d trial(s) failed; their errors are in the table's error column. Once the cause is fixed, "
+                       "`dse resume %s --retry-failed` trains their candidates again", result["failed"], args.study)
     return result
 
 

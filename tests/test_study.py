@@ -194,8 +194,13 @@ def test_failing_trials_are_recorded_and_the_study_goes_on_and_resume_can_retry_
     assert len(failed) == 3
     # failures count against the budget: a plain resume has nothing to run
     assert run_study(config, resume=True, show_progress=False)["failed"] == 3
-    # the cause is fixed (the table appears): --retry-failed trains exactly those candidates again, once
+    # the cause is fixed (the table appears): a plain resume still runs nothing, and says how to retry
     synthetic_nb201_table(tmp_path / "missing")
+    assert main(["resume", str(path), "--no-report", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out.strip().splitlines()[-1])["failed"] == 3
+    assert f"dse resume {path} --retry-failed" in out.err
+    # --retry-failed trains exactly those candidates again, once
     assert main(["resume", str(path), "--retry-failed", "--no-report", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (result["complete"], result["failed"], result["retried"], result["repeats"]) == (3, 0, 3, 0), result
