@@ -30,7 +30,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from dse.compress.pruning import MASK_BUFFER, set_mask
+from dse.compress.pruning import apply_mask
 from dse.compress.quant import QUANT_LAYERS
 
 __all__ = ["cached_weights", "frozen"]
@@ -52,9 +52,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     try:
         with torch.no_grad():
             for module in model.modules():
-                mask = getattr(module, MASK_BUFFER, None)
-                if isinstance(mask, torch.Tensor):
-                    set_mask(module, mask)  # zeroes the masked weights, as the forward pre-hook does
+                apply_mask(module)  # as the forward pre-hook does
             for layer in layers:
                 layer.frozen_weight = layer.quantized_weight().detach().clone()
         yield model
@@ -89,9 +87,7 @@ def cached_weights(model: nn.Module) -> Iterator[nn.Module]:
     try:
         with torch.no_grad():
             for layer in layers:
-                mask = getattr(layer, MASK_BUFFER, None)
-                if isinstance(mask, torch.Tensor):
-                    layer.weight.masked_fill_(mask == 0, 0.0)  # what the forward pre-hook does first
+                apply_mask(layer)  # what the forward pre-hook does first
                 layer.weight_cache = layer.quantized_weight().detach()
         yield model
     finally:

@@ -45,6 +45,7 @@ __all__ = [
     "DNS_BAND",
     "MASK_BUFFER",
     "PRUNE_SCHEMES",
+    "apply_mask",
     "attach_masks",
     "check_ratio",
     "check_scheme",
@@ -123,12 +124,18 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in layers if n not in dense]
 
 
-def _apply_mask_pre_hook(module: nn.Module, args: tuple) -> None:
-    """Forward pre-hook: zeroes the masked weights in place before the layer runs."""
+def apply_mask(module: nn.Module) -> None:
+    """Zeroes a layer's masked weights in place (nothing without a mask): what its forward pre-hook
+    does before each forward, for code that reads the weights without running the layer."""
     mask = getattr(module, MASK_BUFFER, None)
-    if mask is not None:
+    if isinstance(mask, torch.Tensor):
         with torch.no_grad():
             module.weight.data.masked_fill_(mask == 0, 0.0)
+
+
+def _apply_mask_pre_hook(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: :func:`apply_mask` before the layer runs."""
+    apply_mask(module)
 
 
 def attach_masks(model: nn.Module) -> None:

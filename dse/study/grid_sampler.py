@@ -71,7 +71,7 @@ class ListedGridSampler(optuna.samplers.GridSampler):
 
     def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
         """Entries no trial has done or taken; when none is left, the taken ones (Optuna's rule)."""
-        done, taken = self._settled(study)
+        done, taken, _ = self._settled(study)
         all_ = set(range(self._n_min_trials))
         return sorted(all_ - done - taken) or sorted(all_ - done)
 
@@ -79,15 +79,17 @@ class ListedGridSampler(optuna.samplers.GridSampler):
         """Whether every entry is done or taken (running, or queued) and no queued trial waits:
         then anything proposed would repeat an entry, and dse stops asking (its running trials
         finish; an entry whose trial fails for a reason of its own waits for ``--retry-failed``)."""
-        done, taken = self._settled(study)
-        waiting = any(t.state == TrialState.WAITING for t in study._storage.get_all_trials(study._study_id, deepcopy=False))
+        done, taken, waiting = self._settled(study)
         return not waiting and len(done | taken) >= self._n_min_trials
 
-    def _settled(self, study: optuna.Study) -> tuple[set[int], set[int]]:
-        """The entries done and the entries taken (running or queued) by the study's trials."""
+    def _settled(self, study: optuna.Study) -> tuple[set[int], set[int], bool]:
+        """The entries done, the entries taken (running or queued) by the study's trials, and
+        whether any trial waits in the queue (a grid entry's or not)."""
         done: set[int] = set()
         taken: set[int] = set()
+        waiting = False
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            waiting = waiting or t.state == TrialState.WAITING
             i = self._entry(t)
             if i is None:
                 continue
@@ -95,7 +97,7 @@ class ListedGridSampler(optuna.samplers.GridSampler):
                 taken.add(i)
             elif _done(t):
                 done.add(i)
-        return done, taken
+        return done, taken, waiting
 
     def _entry(self, t: FrozenTrial) -> int | None:
         """The grid entry ``t`` trains (None: not one of this grid's)."""
